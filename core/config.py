@@ -1,0 +1,117 @@
+"""Typed settings for every process: one nested object, environment prefix ``COPILOT_``.
+
+This is the only module that reads the environment. Entrypoints call
+:func:`get_settings` once and pass the object (or parts of it) down.
+
+Nested values use ``__``: ``COPILOT_DATABASE__URL``, ``COPILOT_REDIS__URL``,
+``COPILOT_EMBEDDED__DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The dimension is part of the schema (a pgvector column type), so it is a
+# constant rather than a setting: changing it needs a migration.
+EMBEDDING_DIM = 384
+
+_DEV_APP_PASSWORD = "copilot-dev-only"
+
+
+class Environment(StrEnum):
+    """Where the process runs; production refuses development defaults."""
+
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class DatabaseSettings(BaseModel):
+    """PostgreSQL connection settings.
+
+    ``url`` is the owner/administrative connection (migrations, batch ETL). The
+    merchant-facing processes connect as ``app_user``, a login role that is a
+    member of the ``copilot_app`` group: neither the tables' owner nor
+    BYPASSRLS, so row-level security applies to it. Leave ``url`` unset to use
+    the embedded server.
+    """
+
+    url: SecretStr | None = None
+    app_url: SecretStr | None = Field(
+        default=None,
+        description="Explicit URL for the app role; derived from `url` when unset.",
+    )
+    app_user: str = "copilot_api"
+    app_password: SecretStr = SecretStr(_DEV_APP_PASSWORD)
+    pool_size: int = Field(default=10, ge=1, le=200)
+    max_overflow: int = Field(default=10, ge=0, le=200)
+    connect_timeout_s: int = Field(default=5, ge=1, le=120)
+    statement_timeout_ms: int = Field(default=30_000, ge=0)
+    echo: bool = False
+
+
+class RedisSettings(BaseModel):
+    """Redis connection settings; leave ``url`` unset to use the embedded server."""
+
+    url: SecretStr | None = None
+    socket_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class EmbeddedSettings(BaseModel):
+    """Where the embedded PostgreSQL and Redis keep their data and sockets."""
+
+    data_dir: Path = Path(".copilot")
+    database: str = "copilot"
+
+
+class Settings(BaseSettings):
+    """Root settings object shared by every entrypoint."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COPILOT_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    log_level: str = "INFO"
+    log_json: bool = False
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+
+    @model_validator(mode="after")
+    def _refuse_dev_defaults_in_production(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            if self.database.url is None or self.redis.url is None:
+                raise ValueError(
+                    "production needs COPILOT_DATABASE__URL and COPILOT_REDIS__URL; "
+                    "embedded services are for development"
+                )
+            if (
+                self.database.app_url is None
+                and self.database.app_password.get_secret_value() == _DEV_APP_PASSWORD
+            ):
+                raise ValueError(
+                    "COPILOT_DATABASE__APP_PASSWORD must be set in production "
+                    "(the development default is refused)"
+                )
+        return self
+
+    @property
+    def data_dir(self) -> Path:
+        """The embedded data folder as an absolute path."""
+        return self.embedded.data_dir.expanduser().resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read settings from the environment (and ``.env``) once per process."""
+    return Settings()
