@@ -100,9 +100,7 @@ def _print_status(settings: Settings, *, as_json: bool) -> None:
     else:
         rows.append(_external_redis_status(settings))
     if as_json:
-        payload = [
-            {**row.__dict__, "url": redact(row.url) if row.url else None} for row in rows
-        ]
+        payload = [{**row.__dict__, "url": redact(row.url) if row.url else None} for row in rows]
         console.print_json(json.dumps({"data_dir": str(settings.data_dir), "services": payload}))
         return
     table = Table(title=f"Merchant Co-pilot services (data: {settings.data_dir})")
@@ -145,9 +143,13 @@ def _external_redis_status(settings: Settings) -> Any:
     url = settings.redis.url.get_secret_value()
     version = _redis_version(url)
     return ServiceStatus(
-        "redis", version is not None, url=url, version=version,
-        detail="" if version else "unreachable", embedded=False,
-    )  # fmt: skip
+        "redis",
+        version is not None,
+        url=url,
+        version=version,
+        detail="" if version else "unreachable",
+        embedded=False,
+    )
 
 
 def _plain(url: str) -> str:
@@ -252,9 +254,7 @@ def generate(
     days: Annotated[int, typer.Option(help="Days of history.", callback=_positive)] = 60,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 42,
     out: Annotated[Path, typer.Option(help="Landing root to write.")] = Path("data/landing"),
-    end_date: Annotated[
-        str | None, typer.Option(help="Last day generated (YYYY-MM-DD); default 2026-10-31.")
-    ] = None,
+    end_date: Annotated[str | None, typer.Option(help="Last day generated (YYYY-MM-DD); default 2026-10-31.")] = None,
     fmt: Annotated[
         str, typer.Option("--format", help="Transaction file format: csv, csv.gz, jsonl, jsonl.gz.")
     ] = "csv.gz",
@@ -263,10 +263,6 @@ def generate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Write synthetic merchant data conforming to DATA_CONTRACT.md."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from pipelines.synthetic import GenerateConfig, generate as run_generate
-
     _settings()
     if fmt not in ("csv", "csv.gz", "jsonl", "jsonl.gz"):
         raise typer.BadParameter(f"unknown format {fmt!r}: use csv, csv.gz, jsonl or jsonl.gz", param_hint="--format")
@@ -276,15 +272,31 @@ def generate(
             last_day = date.fromisoformat(end_date)
         except ValueError:
             raise typer.BadParameter(f"{end_date!r} is not a date (YYYY-MM-DD)", param_hint="--end-date") from None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from pipelines.synthetic import GenerateConfig
+    from pipelines.synthetic import generate as run_generate
+
     config = GenerateConfig(
-        merchants=merchants, days=days, seed=seed, out=out, end_date=last_day,
+        merchants=merchants,
+        days=days,
+        seed=seed,
+        out=out,
+        end_date=last_day,
         fmt=fmt,  # type: ignore[arg-type]
-        events=not no_events, overwrite=force,
-    )  # fmt: skip
+        events=not no_events,
+        overwrite=force,
+    )
     with Progress(
-        TextColumn("[bold]generating"), BarColumn(), TextColumn("{task.completed}/{task.total} merchant-days"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True, disable=as_json,
-    ) as progress:  # fmt: skip
+        TextColumn("[bold]generating"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} merchant-days"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=as_json,
+    ) as progress:
         task = progress.add_task("generate", total=merchants * days)
 
         def report(done: int, total: int) -> None:

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # constant rather than a setting: changing it needs a migration.
 EMBEDDING_DIM = 384
 
-_DEV_APP_PASSWORD = "copilot-dev-only"
+_DEV_APP_PASSWORD = "copilot-dev-only"  # noqa: S105 (refused in production)
 
 
 class Environment(StrEnum):
@@ -95,13 +95,9 @@ class Settings(BaseSettings):
                     "production needs COPILOT_DATABASE__URL and COPILOT_REDIS__URL; "
                     "embedded services are for development"
                 )
-            if (
-                self.database.app_url is None
-                and self.database.app_password.get_secret_value() == _DEV_APP_PASSWORD
-            ):
+            if self.database.app_url is None and self.database.app_password.get_secret_value() == _DEV_APP_PASSWORD:
                 raise ValueError(
-                    "COPILOT_DATABASE__APP_PASSWORD must be set in production "
-                    "(the development default is refused)"
+                    "COPILOT_DATABASE__APP_PASSWORD must be set in production (the development default is refused)"
                 )
         return self
 

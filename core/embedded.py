@@ -121,9 +121,7 @@ class EmbeddedPostgres:
                 self._start_server()
             url = self.url()
             if url is None:
-                raise EmbeddedServiceError(
-                    f"embedded PostgreSQL did not come up; see {self.pgdata / 'log'}"
-                )
+                raise EmbeddedServiceError(f"embedded PostgreSQL did not come up; see {self.pgdata / 'log'}")
             self._ensure_database()
         return url
 
@@ -133,18 +131,20 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless.
             warnings.simplefilter("ignore")
-            import pgserver  # a heavy-ish import, only on the path that needs it
+            from pgserver.postgres_server import PostgresServer, get_server  # only on this path
 
         logger.info("embedded.postgres.starting", extra={"pgdata": str(self.pgdata)})
         try:
             # cleanup_mode=None: the server must outlive this process (`copilot up`).
+            # pgserver caches one handle per data dir and returns it without
+            # checking the server still runs; after a stop in this process the
+            # handle is stale, so drop it (pgserver is pinned at 0.1.4).
+            PostgresServer._instances.pop(self.pgdata.resolve(), None)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                pgserver.get_server(self.pgdata, cleanup_mode=None)
+                get_server(self.pgdata, cleanup_mode=None)
         except Exception as exc:  # pgserver raises bare subprocess/assert errors
-            raise EmbeddedServiceError(
-                f"could not start embedded PostgreSQL in {self.pgdata}: {exc}"
-            ) from exc
+            raise EmbeddedServiceError(f"could not start embedded PostgreSQL in {self.pgdata}: {exc}") from exc
 
     def _ensure_database(self) -> None:
         import psycopg
@@ -153,9 +153,7 @@ class EmbeddedPostgres:
         assert admin is not None
         conninfo = admin.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(conninfo, autocommit=True) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
-            ).fetchone()
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{self.database}"')
         target = self.url()
@@ -176,9 +174,7 @@ class EmbeddedPostgres:
             while _pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if _pid_alive(pid):
-                raise EmbeddedServiceError(
-                    f"embedded PostgreSQL (pid {pid}) did not stop within {timeout_s:.0f}s"
-                )
+                raise EmbeddedServiceError(f"embedded PostgreSQL (pid {pid}) did not stop within {timeout_s:.0f}s")
             return True
 
     def status(self) -> ServiceStatus:
@@ -209,7 +205,7 @@ class EmbeddedRedis:
         if len(str(candidate)) <= _MAX_SOCKET_PATH:
             return candidate
         digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
-        return Path("/tmp") / f"copilot-redis-{digest}" / "redis.sock"
+        return Path("/tmp") / f"copilot-redis-{digest}" / "redis.sock"  # noqa: S108 (socket perm 700)
 
     @property
     def url(self) -> str:
@@ -245,12 +241,12 @@ class EmbeddedRedis:
             "--unixsocketperm", "700",
             "--dir", str(self.dir),
             "--dbfilename", "dump.rdb",
-            "--save", "60 1000",
+            "--save", "60", "1000",  # also snapshots on shutdown
             "--pidfile", str(self.pidfile),
             "--logfile", str(self.logfile),
             "--daemonize", "yes",
         ]  # fmt: skip
-        result = subprocess.run(args, capture_output=True, text=True, check=False)
+        result = subprocess.run(args, capture_output=True, text=True, check=False)  # noqa: S603 (our binary)
         if result.returncode != 0:
             raise EmbeddedServiceError(
                 f"could not start embedded Redis: {result.stderr.strip() or result.stdout.strip()}"
@@ -294,18 +290,14 @@ class EmbeddedRedis:
         pid = self._pid()
         if pid is None or not self._ping():
             return ServiceStatus("redis", False, detail=f"stopped (data in {self.dir})")
-        return ServiceStatus(
-            "redis", True, url=self.url, pid=pid, version=_redis_version(self.url)
-        )
+        return ServiceStatus("redis", True, url=self.url, pid=pid, version=_redis_version(self.url))
 
 
 def _postgres_versions(url: str) -> tuple[str | None, str | None]:
     import psycopg
 
     try:
-        with psycopg.connect(
-            url.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=3
-        ) as conn:
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=3) as conn:
             row = conn.execute(
                 "SELECT current_setting('server_version'),"
                 " (SELECT extversion FROM pg_extension WHERE extname = 'vector')"
@@ -357,8 +349,7 @@ def resolve_services(settings: Settings, *, start: bool) -> ServiceUrls:
         db_url = postgres.start() if start else postgres.url()
         if db_url is None:
             raise ServiceUnavailableError(
-                "embedded PostgreSQL is not running: run `copilot up` "
-                "or set COPILOT_DATABASE__URL"
+                "embedded PostgreSQL is not running: run `copilot up` or set COPILOT_DATABASE__URL"
             )
     redis_url: str | None
     if settings.redis.url is not None:

@@ -80,7 +80,7 @@ def admin_engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture()
+@pytest.fixture
 def conn(admin_engine: Engine) -> Iterator[Connection]:
     """An owner connection inside a transaction rolled back after the test."""
     with admin_engine.connect() as connection:
@@ -91,7 +91,7 @@ def conn(admin_engine: Engine) -> Iterator[Connection]:
             transaction.rollback()
 
 
-@pytest.fixture()
+@pytest.fixture
 def session(conn: Connection) -> Iterator[Session]:
     """An ORM session joined to :func:`conn`'s rolled-back transaction."""
     with Session(bind=conn, join_transaction_mode="create_savepoint") as orm_session:
@@ -101,9 +101,7 @@ def session(conn: Connection) -> Iterator[Session]:
 def act_as_app(connection: Connection, merchant_id: str | None) -> None:
     """Switch the current transaction to the app login role, scoped to a merchant."""
     connection.execute(text(f"SET LOCAL ROLE {TEST_APP_USER}"))
-    connection.execute(
-        text("SELECT set_config('app.merchant_id', :m, true)"), {"m": merchant_id or ""}
-    )
+    connection.execute(text("SELECT set_config('app.merchant_id', :m, true)"), {"m": merchant_id or ""})
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +117,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture()
+@pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     """A client on a clean logical database, flushed after the test."""
     client = redis.Redis.from_url(redis_url)

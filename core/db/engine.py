@@ -34,9 +34,7 @@ def app_url(admin_url: str | URL, settings: DatabaseSettings) -> URL:
     """
     if settings.app_url is not None:
         return normalize_url(settings.app_url.get_secret_value())
-    return normalize_url(admin_url).set(
-        username=settings.app_user, password=settings.app_password.get_secret_value()
-    )
+    return normalize_url(admin_url).set(username=settings.app_user, password=settings.app_password.get_secret_value())
 
 
 def _connect_args(settings: DatabaseSettings) -> dict[str, Any]:

@@ -67,8 +67,7 @@ def provision_app_login(engine: Engine, settings: DatabaseSettings) -> None:
         literal = conn.exec_driver_sql("SELECT quote_literal(%s)", (password,)).scalar_one()
         verb = "ALTER" if exists else "CREATE"
         conn.exec_driver_sql(
-            f"{verb} ROLE {ident} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE "
-            f"PASSWORD {literal}"
+            f"{verb} ROLE {ident} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD {literal}"
         )
         conn.exec_driver_sql(f"GRANT {APP_GROUP_ROLE} TO {ident}")
 

@@ -32,9 +32,7 @@ class TenantSession(Session):
 
 
 @event.listens_for(TenantSession, "after_begin")
-def _scope_transaction(
-    session: Session, transaction: SessionTransaction, connection: Connection
-) -> None:
+def _scope_transaction(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
     merchant_id = session.info.get("merchant_id")
     if merchant_id is not None:
         connection.execute(_SET_MERCHANT, {"merchant_id": str(merchant_id)})
@@ -90,7 +88,5 @@ async def async_session_scope(
 
 def current_merchant(connection: Connection) -> str | None:
     """The merchant the connection's current transaction is scoped to, if any."""
-    value = connection.execute(
-        text(f"SELECT NULLIF(current_setting('{MERCHANT_SETTING}', true), '')")
-    ).scalar_one()
+    value = connection.execute(text(f"SELECT NULLIF(current_setting('{MERCHANT_SETTING}', true), '')")).scalar_one()
     return str(value) if value is not None else None

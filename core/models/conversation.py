@@ -23,9 +23,7 @@ class Conversation(Base):
     __table_args__ = (Index("ix_conversations_merchant_updated", "merchant_id", "updated_at"),)
 
     conversation_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    merchant_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE")
-    )
+    merchant_id: Mapped[str] = mapped_column(String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE"))
     title: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -41,9 +39,7 @@ class ConversationMessage(Base):
     )
 
     message_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    conversation_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("conversations.conversation_id", ondelete="CASCADE")
-    )
+    conversation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("conversations.conversation_id", ondelete="CASCADE"))
     merchant_id: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str] = mapped_column(Text)

@@ -30,9 +30,7 @@ class Insight(Base):
     )
 
     insight_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    merchant_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE")
-    )
+    merchant_id: Mapped[str] = mapped_column(String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(64))
     metric: Mapped[str] = mapped_column(String(64))
     direction: Mapped[str] = mapped_column(String(8))

@@ -42,12 +42,8 @@ class Notification(Base):
     )
 
     notification_id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    merchant_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE")
-    )
-    insight_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("insights.insight_id", ondelete="SET NULL")
-    )
+    merchant_id: Mapped[str] = mapped_column(String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE"))
+    insight_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("insights.insight_id", ondelete="SET NULL"))
     channel: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")

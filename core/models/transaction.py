@@ -43,9 +43,7 @@ class Transaction(Base):
     )
 
     transaction_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    merchant_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE")
-    )
+    merchant_id: Mapped[str] = mapped_column(String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE"))
     occurred_at: Mapped[datetime]
     type: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))

@@ -49,8 +49,7 @@ def test_app_role_is_neither_owner_nor_privileged(conn: Connection) -> None:
         ).one()
         assert not superuser and not bypass
     owners = {
-        row[0]
-        for row in conn.execute(text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"))
+        row[0] for row in conn.execute(text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"))
     }
     assert TEST_APP_USER not in owners and APP_GROUP_ROLE not in owners
 
@@ -109,9 +108,7 @@ def test_cannot_move_own_row_to_another_merchant(conn: Connection) -> None:
     insert_merchant(conn, "M_B")
     act_as_app(conn, "M_A")
     with pytest.raises(DBAPIError, match="row-level security"):
-        conn.execute(
-            update(Transaction).where(Transaction.merchant_id == "M_A").values(merchant_id="M_B")
-        )
+        conn.execute(update(Transaction).where(Transaction.merchant_id == "M_A").values(merchant_id="M_B"))
 
 
 def test_pooled_app_connections_do_not_leak_scope(admin_engine: Engine, database_url: str) -> None:
