@@ -329,6 +329,67 @@ def _summary_dict(summary: Any) -> dict[str, Any]:
     return dict(summary)
 
 
+@app.command()
+def ingest(
+    root: Annotated[
+        str | None, typer.Argument(help="Landing root: a folder or s3://bucket/prefix (default: settings).")
+    ] = None,
+    on_date: Annotated[str | None, typer.Option("--date", help="Load the dt=YYYY-MM-DD partition.")] = None,
+    all_partitions: Annotated[bool, typer.Option("--all", help="Load every partition, oldest first.")] = False,
+    dataset: Annotated[
+        list[str] | None, typer.Option("--dataset", help="Only these datasets (repeatable).")
+    ] = None,
+    load_only: Annotated[
+        bool, typer.Option("--load-only", help="Skip aggregates, text extraction, embeddings, insight triggers.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run the ingest pipeline without Airflow: load, aggregate, extract text, embed, trigger insights."""
+    if (on_date is None) == (not all_partitions):
+        raise typer.BadParameter("give exactly one of --date YYYY-MM-DD or --all", param_hint="--date/--all")
+    partition: date | None = None
+    if on_date is not None:
+        try:
+            partition = date.fromisoformat(on_date)
+        except ValueError:
+            raise typer.BadParameter(f"{on_date!r} is not a date (YYYY-MM-DD)", param_hint="--date") from None
+    from pipelines.ingest import DATASETS
+
+    datasets = tuple(dataset) if dataset else DATASETS
+    unknown = [d for d in datasets if d not in DATASETS]
+    if unknown:
+        raise typer.BadParameter(f"unknown dataset {unknown[0]!r}; use one of {', '.join(DATASETS)}", param_hint="--dataset")
+    settings = _settings()
+    from pipelines.runner import run_pipeline
+
+    result = run_pipeline(
+        settings, root or settings.pipelines.landing_root, partition, datasets=datasets,
+        load_only=load_only, show_progress=not as_json, console=err_console,
+    )  # fmt: skip
+    if as_json:
+        console.print_json(json.dumps(result.as_dict(), default=str))
+    else:
+        _print_ingest(result)
+    if result.failed_files:
+        for failed in result.failed_files:
+            print(f"copilot: error: {_one_line(failed)}", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def _print_ingest(result: Any) -> None:
+    table = Table(title=f"Ingested {result.ingest.root}")
+    for column in ("dataset", "files", "read", "loaded", "quarantined", "failed files", "seconds"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    for item in result.ingest.datasets:
+        table.add_row(
+            item.dataset, str(len(item.files)), f"{item.rows_read:,}", f"{item.rows_loaded:,}",
+            f"{item.rows_quarantined:,}", str(len(item.failed_files)), f"{item.seconds:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    for name, step in result.steps.items():
+        console.print(f"{name}: {json.dumps(step, default=str)}", highlight=False, soft_wrap=True)
+
+
 def _one_line(message: str) -> str:
     return " ".join(message.split())
 

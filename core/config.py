@@ -9,6 +9,7 @@ Nested values use ``__``: ``COPILOT_DATABASE__URL``, ``COPILOT_REDIS__URL``,
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -69,6 +70,14 @@ class EmbeddedSettings(BaseModel):
     database: str = "copilot"
 
 
+class PipelineSettings(BaseModel):
+    """Batch ETL settings."""
+
+    landing_root: str = Field(default="data/landing", description="A folder or s3://bucket/prefix.")
+    max_quarantine_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+    embedding_batch_size: int = Field(default=64, ge=1, le=2048)
+
+
 class Settings(BaseSettings):
     """Root settings object shared by every entrypoint."""
 
@@ -86,6 +95,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
+    pipelines: PipelineSettings = PipelineSettings()
 
     @model_validator(mode="after")
     def _refuse_dev_defaults_in_production(self) -> Settings:
@@ -111,3 +121,8 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read settings from the environment (and ``.env``) once per process."""
     return Settings()
+
+
+def process_environment() -> dict[str, str]:
+    """A copy of this process's environment, for starting child processes."""
+    return dict(os.environ)

@@ -60,6 +60,7 @@ PLATFORM_TABLES: tuple[str, ...] = (
     "ingestion_runs",
     "ingestion_files",
     "quarantined_rows",
+    "metric_refresh_queue",
 )
 
 # Group role that merchant-facing login roles are members of. It owns nothing

@@ -10,6 +10,7 @@ from core.models.insight import Insight
 from core.models.merchant import Merchant
 from core.models.metrics import DailyMetric, DailyProductMetric, HourlyMetric
 from core.models.notification import Notification, NotificationOutbox, WebhookEndpoint
+from core.models.refresh import MetricRefresh
 from core.models.review import Review
 from core.models.transaction import Transaction, TransactionItem
 from core.models.usage import UsageRecord
@@ -26,6 +27,7 @@ __all__ = [
     "IngestionRun",
     "Insight",
     "Merchant",
+    "MetricRefresh",
     "Notification",
     "NotificationOutbox",
     "Product",

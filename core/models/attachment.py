@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String, Text, func
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import Base
@@ -22,6 +22,11 @@ class Attachment(Base):
         CheckConstraint(check_in("kind", ATTACHMENT_KINDS), name="kind_valid"),
         CheckConstraint(check_in("extraction_status", EXTRACTION_STATUSES), name="extraction_status_valid"),
         Index("ix_attachments_merchant_created", "merchant_id", "created_at"),
+        Index(
+            "ix_attachments_extraction_pending",
+            "merchant_id",
+            postgresql_where=text("extraction_status = 'pending'"),
+        ),
     )
 
     merchant_id: Mapped[str] = mapped_column(

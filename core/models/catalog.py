@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, CheckConstraint, Date, ForeignKey, String, Text, func, true
+from sqlalchemy import Boolean, CheckConstraint, Date, ForeignKey, Index, String, Text, func, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import Base
@@ -15,7 +15,10 @@ class Product(Base):
     """A catalog entry, unique per merchant."""
 
     __tablename__ = "products"
-    __table_args__ = (CheckConstraint("price_minor >= 0", name="price_non_negative"),)
+    __table_args__ = (
+        CheckConstraint("price_minor >= 0", name="price_non_negative"),
+        Index("ix_products_text_dirty", "merchant_id", postgresql_where=text("text_dirty")),
+    )
 
     merchant_id: Mapped[str] = mapped_column(
         String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE"), primary_key=True
@@ -29,4 +32,6 @@ class Product(Base):
     active: Mapped[bool] = mapped_column(Boolean, server_default=true())
     updated_at: Mapped[datetime | None]
     source_partition: Mapped[date | None] = mapped_column(Date)
+    # Set by the loader when the searchable text changed; cleared by text extraction.
+    text_dirty: Mapped[bool] = mapped_column(Boolean, server_default=true())
     loaded_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, SmallInteger, String, Text, func
+from sqlalchemy import Boolean, CheckConstraint, Date, ForeignKey, Index, SmallInteger, String, Text, func, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import Base
@@ -17,6 +17,7 @@ class Review(Base):
     __table_args__ = (
         CheckConstraint("rating BETWEEN 1 AND 5", name="rating_range"),
         Index("ix_reviews_merchant_created", "merchant_id", "created_at"),
+        Index("ix_reviews_text_dirty", "merchant_id", postgresql_where=text("text_dirty")),
     )
 
     merchant_id: Mapped[str] = mapped_column(
@@ -28,4 +29,6 @@ class Review(Base):
     text: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str | None] = mapped_column(String(64))
     source_partition: Mapped[date | None] = mapped_column(Date)
+    # Set by the loader when the searchable text changed; cleared by text extraction.
+    text_dirty: Mapped[bool] = mapped_column(Boolean, server_default=true())
     loaded_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,0 +1,379 @@
+"""The five contract datasets: columns, row rules and how valid rows merge.
+
+Every rule of DATA_CONTRACT.md is a SQL expression over the staging table
+``s`` (all columns text, as read) left-joined to ``merchants m``; it yields a
+human-readable reason or NULL. Validation is set-based in PostgreSQL, so it
+costs the same per row whatever the file size. Merges are idempotent upserts
+keyed by the contract ids where the latest ``updated_at`` (else the latest
+partition) wins, and a no-op re-delivery writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# ISO 8601 with a mandatory offset or Z. PostgreSQL alone would also accept
+# words like 'now' or 'tomorrow' as timestamps.
+_TS = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
+_DECIMAL = r"^[0-9]+(\.[0-9]{1,2})?$"
+
+# ISO 4217 minor-unit exponents that are not 2 (money is stored in minor units).
+_EXPONENTS = {
+    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0, "PYG": 0,
+    "RWF": 0, "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
+    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+}  # fmt: skip
+
+
+def exponent_sql(currency: str) -> str:
+    """SQL for the minor-unit exponent of a currency expression."""
+    cases = " ".join(f"WHEN '{code}' THEN {exp}" for code, exp in sorted(_EXPONENTS.items()))
+    return f"(CASE {currency} {cases} ELSE 2 END)"
+
+
+def minor_sql(amount: str, currency: str) -> str:
+    """SQL converting a validated decimal text to integer minor units."""
+    return f"round(({amount})::numeric * power(10::numeric, {exponent_sql(currency)}))::bigint"
+
+
+def _required(column: str) -> str:
+    return f"CASE WHEN s.{column} IS NULL OR btrim(s.{column}) = '' THEN '{column} is required' END"
+
+
+def _ts(column: str, required: bool = True) -> str:
+    empty = f"WHEN s.{column} IS NULL THEN {'NULL' if not required else repr(column + ' is required')}"
+    return (
+        f"CASE {empty} "
+        f"WHEN s.{column} !~ '{_TS}' OR NOT pg_input_is_valid(s.{column}, 'timestamptz') "
+        f"THEN '{column} is not an ISO 8601 timestamp with offset: ' || quote_literal(left(s.{column}, 60)) END"
+    )
+
+
+def _enum(column: str, values: tuple[str, ...], required: bool = True) -> str:
+    allowed = ", ".join(f"'{v}'" for v in values)
+    empty = f"WHEN s.{column} IS NULL THEN {repr(column + ' is required') if required else 'NULL'}"
+    return (
+        f"CASE {empty} WHEN s.{column} NOT IN ({allowed}) "
+        f"THEN 'unknown {column} ' || quote_literal(left(s.{column}, 40)) || ' (expected one of {'/'.join(values)})' END"
+    )
+
+
+def _decimal(column: str, *, positive: bool, required: bool) -> str:
+    empty = f"WHEN s.{column} IS NULL THEN {repr(column + ' is required') if required else 'NULL'}"
+    bound = "<= 0" if positive else "< 0"
+    word = "> 0" if positive else ">= 0"
+    return (
+        f"CASE {empty} "
+        f"WHEN s.{column} !~ '{_DECIMAL}' "
+        f"THEN '{column} is not a decimal with at most 2 places: ' || quote_literal(left(s.{column}, 40)) "
+        f"WHEN s.{column}::numeric {bound} THEN '{column} must be {word}, got ' || s.{column} "
+        f"WHEN m.currency IS NOT NULL AND s.{column}::numeric * power(10::numeric, {exponent_sql('m.currency')}) "
+        f"<> trunc(s.{column}::numeric * power(10::numeric, {exponent_sql('m.currency')})) "
+        f"THEN '{column} ' || s.{column} || ' has more decimals than ' || m.currency || ' allows' END"
+    )
+
+
+_KNOWN_MERCHANT = "CASE WHEN s.merchant_id IS NOT NULL AND m.merchant_id IS NULL THEN 'unknown merchant ' || quote_literal(left(s.merchant_id, 64)) END"  # noqa: E501
+
+
+# "Newer" for an upsert: latest updated_at wins when both rows carry one,
+# otherwise the latest partition; an equal re-delivery re-applies harmlessly.
+NEWER = """CASE WHEN t.updated_at IS NOT NULL AND excluded.updated_at IS NOT NULL
+  THEN (excluded.updated_at, excluded.source_partition) >= (t.updated_at, COALESCE(t.source_partition, '-infinity'))
+  ELSE excluded.source_partition >= COALESCE(t.source_partition, '-infinity') END"""
+
+NEWER_BY_PARTITION = "excluded.source_partition >= COALESCE(t.source_partition, '-infinity')"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How one contract dataset is read, checked and merged."""
+
+    name: str
+    columns: tuple[str, ...]
+    required: tuple[str, ...]
+    key: tuple[str, ...]
+    checks: tuple[str, ...]
+    # Statements run in order with the deduplicated valid rows in temp table
+    # ``valid`` and the partition as the parameter ``%(partition)s``.
+    merge: tuple[str, ...]
+    order_by: str = "s.line_no DESC"  # which duplicate within a file wins
+    needs_merchant: bool = True
+
+
+MERCHANTS = DatasetSpec(
+    name="merchants",
+    columns=("merchant_id", "name", "category", "country", "currency", "timezone", "created_at", "updated_at"),
+    required=("merchant_id", "name", "category", "country", "currency", "timezone", "created_at"),
+    key=("merchant_id",),
+    needs_merchant=False,
+    checks=(
+        _required("merchant_id"),
+        "CASE WHEN char_length(s.merchant_id) > 64 THEN 'merchant_id longer than 64 characters' END",
+        _required("name"),
+        _required("category"),
+        "CASE WHEN s.country IS NULL THEN 'country is required' WHEN s.country !~ '^[A-Z]{2}$' "
+        "THEN 'country is not an ISO 3166-1 alpha-2 code: ' || quote_literal(left(s.country, 20)) END",
+        "CASE WHEN s.currency IS NULL THEN 'currency is required' WHEN s.currency !~ '^[A-Z]{3}$' "
+        "THEN 'currency is not an ISO 4217 code: ' || quote_literal(left(s.currency, 20)) END",
+        "CASE WHEN s.timezone IS NULL THEN 'timezone is required' "
+        "WHEN NOT EXISTS (SELECT 1 FROM ingest_timezones z WHERE z.name = s.timezone) "
+        "THEN 'unknown timezone ' || quote_literal(left(s.timezone, 60)) END",
+        _ts("created_at"),
+        _ts("updated_at", required=False),
+    ),
+    order_by="s.updated_at::timestamptz DESC NULLS LAST, s.line_no DESC",
+    merge=(
+        f"""
+        INSERT INTO merchants AS t (merchant_id, name, category, country, currency, timezone,
+                                    created_at, updated_at, source_partition, loaded_at)
+        SELECT merchant_id, name, category, country, currency, timezone,
+               created_at::timestamptz, updated_at::timestamptz, %(partition)s, now()
+        FROM valid
+        ON CONFLICT (merchant_id) DO UPDATE SET
+          name = excluded.name, category = excluded.category, country = excluded.country,
+          currency = excluded.currency, timezone = excluded.timezone, created_at = excluded.created_at,
+          updated_at = excluded.updated_at, source_partition = excluded.source_partition, loaded_at = now()
+        WHERE ({NEWER})
+          AND (t.name, t.category, t.country, t.currency, t.timezone, t.created_at, t.updated_at)
+              IS DISTINCT FROM (excluded.name, excluded.category, excluded.country, excluded.currency,
+                                excluded.timezone, excluded.created_at, excluded.updated_at)
+        """,
+    ),
+)
+
+PRODUCTS = DatasetSpec(
+    name="products",
+    columns=("product_id", "merchant_id", "name", "category", "price", "description", "active", "updated_at"),
+    required=("product_id", "merchant_id", "name", "price"),
+    key=("merchant_id", "product_id"),
+    checks=(
+        _required("product_id"),
+        _required("merchant_id"),
+        _KNOWN_MERCHANT,
+        _required("name"),
+        _decimal("price", positive=False, required=True),
+        "CASE WHEN s.active IS NOT NULL AND lower(s.active) NOT IN ('true', 'false') "
+        "THEN 'active must be true or false, got ' || quote_literal(left(s.active, 20)) END",
+        _ts("updated_at", required=False),
+    ),
+    order_by="s.updated_at::timestamptz DESC NULLS LAST, s.line_no DESC",
+    merge=(
+        f"""
+        INSERT INTO products AS t (merchant_id, product_id, name, category, price_minor, currency,
+                                   description, active, updated_at, source_partition, loaded_at, text_dirty)
+        SELECT v.merchant_id, v.product_id, v.name, v.category, {minor_sql("v.price", "m.currency")}, m.currency,
+               v.description, COALESCE(lower(v.active) = 'true', true), v.updated_at::timestamptz,
+               %(partition)s, now(), true
+        FROM valid v JOIN merchants m ON m.merchant_id = v.merchant_id
+        ON CONFLICT (merchant_id, product_id) DO UPDATE SET
+          name = excluded.name, category = excluded.category, price_minor = excluded.price_minor,
+          currency = excluded.currency, description = excluded.description, active = excluded.active,
+          updated_at = excluded.updated_at, source_partition = excluded.source_partition, loaded_at = now(),
+          text_dirty = t.text_dirty OR (t.name, t.category, t.description)
+                       IS DISTINCT FROM (excluded.name, excluded.category, excluded.description)
+        WHERE ({NEWER})
+          AND (t.name, t.category, t.price_minor, t.currency, t.description, t.active, t.updated_at)
+              IS DISTINCT FROM (excluded.name, excluded.category, excluded.price_minor, excluded.currency,
+                                excluded.description, excluded.active, excluded.updated_at)
+        """,
+    ),
+)
+
+_TXN_TYPES = ("PAYMENT", "REFUND", "CHARGEBACK")
+_TXN_STATUSES = ("SUCCESSFUL", "FAILED", "CANCELLED")
+_METHODS = ("CARD", "CONTACTLESS", "WALLET", "CASH", "QR", "OTHER")
+
+# Every item: an object with a non-empty string product_id, a positive integer
+# quantity and a unit_price decimal (string or number). CASE keeps the casts
+# behind their guards (OR gives no evaluation order in SQL).
+_BAD_ITEM = f"""CASE
+  WHEN jsonb_typeof(e) <> 'object' THEN true
+  WHEN jsonb_typeof(e->'product_id') IS DISTINCT FROM 'string' OR btrim(e->>'product_id') = '' THEN true
+  WHEN jsonb_typeof(e->'quantity') IS DISTINCT FROM 'number' OR (e->>'quantity') !~ '^[0-9]+$' THEN true
+  WHEN (e->>'quantity')::numeric <= 0 OR (e->>'quantity')::numeric > 2147483647 THEN true
+  WHEN jsonb_typeof(e->'unit_price') NOT IN ('number', 'string') OR (e->>'unit_price') !~ '{_DECIMAL}' THEN true
+  ELSE false END"""
+
+TRANSACTIONS = DatasetSpec(
+    name="transactions",
+    columns=(
+        "transaction_id", "merchant_id", "occurred_at", "type", "status", "amount", "tip_amount", "currency",
+        "payment_method", "card_scheme", "customer_id", "location_id", "refund_of", "items", "updated_at",
+    ),
+    required=("transaction_id", "merchant_id", "occurred_at", "type", "status", "amount", "currency",
+              "payment_method"),
+    key=("transaction_id",),
+    checks=(
+        _required("transaction_id"),
+        _required("merchant_id"),
+        _KNOWN_MERCHANT,
+        _ts("occurred_at"),
+        _enum("type", _TXN_TYPES),
+        _enum("status", _TXN_STATUSES),
+        _decimal("amount", positive=True, required=True),
+        _decimal("tip_amount", positive=False, required=False),
+        "CASE WHEN s.tip_amount ~ '" + _DECIMAL + "' AND s.amount ~ '" + _DECIMAL + "' "
+        "AND s.tip_amount::numeric > s.amount::numeric THEN 'tip_amount ' || s.tip_amount || "
+        "' exceeds amount ' || s.amount || ' (tips are part of amount)' END",
+        "CASE WHEN s.currency IS NULL THEN 'currency is required' "
+        "WHEN m.currency IS NOT NULL AND s.currency <> m.currency "
+        "THEN 'currency ' || quote_literal(left(s.currency, 10)) || ' differs from the merchant''s ' || m.currency END",
+        _enum("payment_method", _METHODS),
+        "CASE WHEN s.refund_of IS NOT NULL AND s.type = 'PAYMENT' "
+        "THEN 'refund_of is only allowed on REFUND or CHARGEBACK' END",
+        # The original must exist for the same merchant: in the database (an
+        # earlier file or partition) or in this file.
+        "CASE WHEN s.refund_of IS NOT NULL AND s.type IN ('REFUND', 'CHARGEBACK') "
+        "AND NOT EXISTS (SELECT 1 FROM transactions o WHERE o.transaction_id = s.refund_of "
+        "                AND o.merchant_id = s.merchant_id AND o.type = 'PAYMENT') "
+        "AND NOT EXISTS (SELECT 1 FROM ingest_stage o WHERE o.transaction_id = s.refund_of "
+        "                AND o.merchant_id = s.merchant_id AND o.type = 'PAYMENT') "
+        "THEN 'refund_of ' || quote_literal(left(s.refund_of, 128)) || ' points to no payment of this merchant' END",
+        # A re-delivery may correct a transaction, never move it to another tenant.
+        "CASE WHEN EXISTS (SELECT 1 FROM transactions o WHERE o.transaction_id = s.transaction_id "
+        "AND o.merchant_id <> s.merchant_id) THEN 'transaction_id already belongs to another merchant' END",
+        "CASE WHEN s.items IS NULL THEN NULL "
+        "WHEN NOT pg_input_is_valid(s.items, 'jsonb') THEN 'items is not valid JSON' "
+        "WHEN jsonb_typeof(s.items::jsonb) <> 'array' THEN 'items must be a JSON list' "
+        f"WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(s.items::jsonb) e WHERE {_BAD_ITEM}) "
+        "THEN 'items: each item needs a product_id, a positive integer quantity and a unit_price "
+        "with at most 2 decimals' END",
+        _ts("updated_at", required=False),
+    ),
+    order_by="s.updated_at::timestamptz DESC NULLS LAST, s.line_no DESC",
+    merge=(
+        # 1. Upsert; remember what changed and where it was before (old day).
+        f"""
+        WITH old AS (
+          SELECT o.transaction_id, o.merchant_id, o.occurred_at
+          FROM transactions o JOIN valid v ON v.transaction_id = o.transaction_id
+        ), up AS (
+          INSERT INTO transactions AS t (transaction_id, merchant_id, occurred_at, type, status, amount_minor,
+            tip_minor, currency, payment_method, card_scheme, customer_id, location_id, refund_of, updated_at,
+            source_partition, loaded_at)
+          SELECT v.transaction_id, v.merchant_id, v.occurred_at::timestamptz, v.type, v.status,
+                 {minor_sql("v.amount", "m.currency")}, COALESCE({minor_sql("v.tip_amount", "m.currency")}, 0),
+                 v.currency, v.payment_method, v.card_scheme, v.customer_id, v.location_id, v.refund_of,
+                 v.updated_at::timestamptz, %(partition)s, now()
+          FROM valid v JOIN merchants m ON m.merchant_id = v.merchant_id
+          ON CONFLICT (transaction_id) DO UPDATE SET
+            occurred_at = excluded.occurred_at, type = excluded.type, status = excluded.status,
+            amount_minor = excluded.amount_minor, tip_minor = excluded.tip_minor, currency = excluded.currency,
+            payment_method = excluded.payment_method, card_scheme = excluded.card_scheme,
+            customer_id = excluded.customer_id, location_id = excluded.location_id,
+            refund_of = excluded.refund_of, updated_at = excluded.updated_at,
+            source_partition = excluded.source_partition, loaded_at = now()
+          WHERE ({NEWER})
+            AND (t.occurred_at, t.type, t.status, t.amount_minor, t.tip_minor, t.currency, t.payment_method,
+                 t.card_scheme, t.customer_id, t.location_id, t.refund_of, t.updated_at)
+                IS DISTINCT FROM
+                (excluded.occurred_at, excluded.type, excluded.status, excluded.amount_minor, excluded.tip_minor,
+                 excluded.currency, excluded.payment_method, excluded.card_scheme, excluded.customer_id,
+                 excluded.location_id, excluded.refund_of, excluded.updated_at)
+          RETURNING t.transaction_id, t.merchant_id, t.occurred_at
+        )
+        INSERT INTO ingest_changed (transaction_id, merchant_id, occurred_at, old_occurred_at)
+        SELECT up.transaction_id, up.merchant_id, up.occurred_at, old.occurred_at
+        FROM up LEFT JOIN old ON old.transaction_id = up.transaction_id
+        """,
+        # 2. Items of changed transactions are replaced as a whole.
+        """
+        DELETE FROM transaction_items i USING ingest_changed c WHERE i.transaction_id = c.transaction_id
+        """,
+        f"""
+        INSERT INTO transaction_items (transaction_id, line_no, merchant_id, product_id, quantity, unit_price_minor)
+        SELECT v.transaction_id, e.ord, v.merchant_id, e.value->>'product_id', (e.value->>'quantity')::int,
+               {minor_sql("e.value->>'unit_price'", "m.currency")}
+        FROM valid v
+        JOIN ingest_changed c ON c.transaction_id = v.transaction_id
+        JOIN merchants m ON m.merchant_id = v.merchant_id
+        CROSS JOIN LATERAL jsonb_array_elements(v.items::jsonb) WITH ORDINALITY AS e(value, ord)
+        WHERE v.items IS NOT NULL
+        """,
+        # 3. Queue the merchant-local days whose metrics changed (old and new day).
+        """
+        INSERT INTO metric_refresh_queue (merchant_id, day)
+        SELECT DISTINCT c.merchant_id, (x.at AT TIME ZONE m.timezone)::date
+        FROM ingest_changed c
+        JOIN merchants m ON m.merchant_id = c.merchant_id
+        CROSS JOIN LATERAL (VALUES (c.occurred_at), (c.old_occurred_at)) AS x(at)
+        WHERE x.at IS NOT NULL
+        ON CONFLICT DO NOTHING
+        """,
+    ),
+)  # fmt: skip
+
+REVIEWS = DatasetSpec(
+    name="reviews",
+    columns=("review_id", "merchant_id", "created_at", "rating", "text", "source"),
+    required=("review_id", "merchant_id", "created_at", "rating"),
+    key=("merchant_id", "review_id"),
+    checks=(
+        _required("review_id"),
+        _required("merchant_id"),
+        _KNOWN_MERCHANT,
+        _ts("created_at"),
+        "CASE WHEN s.rating IS NULL THEN 'rating is required' WHEN s.rating !~ '^[1-5]$' "
+        "THEN 'rating must be an integer from 1 to 5, got ' || quote_literal(left(s.rating, 20)) END",
+    ),
+    merge=(
+        f"""
+        INSERT INTO reviews AS t (merchant_id, review_id, created_at, rating, text, source, source_partition,
+                                  loaded_at, text_dirty)
+        SELECT merchant_id, review_id, created_at::timestamptz, rating::smallint, text, source, %(partition)s,
+               now(), true
+        FROM valid
+        ON CONFLICT (merchant_id, review_id) DO UPDATE SET
+          created_at = excluded.created_at, rating = excluded.rating, text = excluded.text,
+          source = excluded.source, source_partition = excluded.source_partition, loaded_at = now(),
+          text_dirty = t.text_dirty OR t.text IS DISTINCT FROM excluded.text
+        WHERE {NEWER_BY_PARTITION}
+          AND (t.created_at, t.rating, t.text, t.source)
+              IS DISTINCT FROM (excluded.created_at, excluded.rating, excluded.text, excluded.source)
+        """,
+    ),
+)
+
+ATTACHMENTS = DatasetSpec(
+    name="attachments",
+    columns=("attachment_id", "merchant_id", "created_at", "kind", "content_type", "path", "note"),
+    required=("attachment_id", "merchant_id", "created_at", "kind", "content_type", "path"),
+    key=("merchant_id", "attachment_id"),
+    checks=(
+        _required("attachment_id"),
+        _required("merchant_id"),
+        _KNOWN_MERCHANT,
+        _ts("created_at"),
+        _enum("kind", ("image", "audio", "document")),
+        "CASE WHEN s.content_type IS NULL THEN 'content_type is required' "
+        "WHEN s.content_type !~ '^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(;.*)?$' "
+        "THEN 'content_type is not a MIME type: ' || quote_literal(left(s.content_type, 60)) END",
+        # A manifest may only point at its own merchant's binaries.
+        "CASE WHEN s.path IS NULL THEN 'path is required' "
+        "WHEN s.path !~ '^attachments/dt=[0-9]{4}-[0-9]{2}-[0-9]{2}/[^/]+/[^/]+$' "
+        "OR split_part(s.path, '/', 3) IS DISTINCT FROM s.merchant_id OR split_part(s.path, '/', 4) IN ('.', '..') "
+        "THEN 'path ' || quote_literal(left(s.path, 200)) || "
+        "' is not under attachments/dt=YYYY-MM-DD/' || coalesce(s.merchant_id, '<merchant_id>') || '/' END",
+        "CASE WHEN s.ingest_missing THEN 'attachment file ' || quote_literal(left(s.path, 200)) || ' not found' END",
+    ),
+    merge=(
+        f"""
+        INSERT INTO attachments AS t (merchant_id, attachment_id, created_at, kind, content_type, path, note,
+                                      extraction_status, source_partition, loaded_at)
+        SELECT merchant_id, attachment_id, created_at::timestamptz, kind, content_type, path, note, 'pending',
+               %(partition)s, now()
+        FROM valid
+        ON CONFLICT (merchant_id, attachment_id) DO UPDATE SET
+          created_at = excluded.created_at, kind = excluded.kind, content_type = excluded.content_type,
+          path = excluded.path, note = excluded.note, source_partition = excluded.source_partition,
+          loaded_at = now(), extraction_status = 'pending', extraction_detail = NULL
+        WHERE {NEWER_BY_PARTITION}
+          AND (t.created_at, t.kind, t.content_type, t.path, t.note)
+              IS DISTINCT FROM (excluded.created_at, excluded.kind, excluded.content_type, excluded.path,
+                                excluded.note)
+        """,
+    ),
+)
+
+SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MERCHANTS, PRODUCTS, TRANSACTIONS, REVIEWS, ATTACHMENTS)}
