@@ -336,9 +336,7 @@ def ingest(
     ] = None,
     on_date: Annotated[str | None, typer.Option("--date", help="Load the dt=YYYY-MM-DD partition.")] = None,
     all_partitions: Annotated[bool, typer.Option("--all", help="Load every partition, oldest first.")] = False,
-    dataset: Annotated[
-        list[str] | None, typer.Option("--dataset", help="Only these datasets (repeatable).")
-    ] = None,
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", help="Only these datasets (repeatable).")] = None,
     load_only: Annotated[
         bool, typer.Option("--load-only", help="Skip aggregates, text extraction, embeddings, insight triggers.")
     ] = False,
@@ -358,7 +356,9 @@ def ingest(
     datasets = tuple(dataset) if dataset else DATASETS
     unknown = [d for d in datasets if d not in DATASETS]
     if unknown:
-        raise typer.BadParameter(f"unknown dataset {unknown[0]!r}; use one of {', '.join(DATASETS)}", param_hint="--dataset")
+        raise typer.BadParameter(
+            f"unknown dataset {unknown[0]!r}; use one of {', '.join(DATASETS)}", param_hint="--dataset"
+        )
     settings = _settings()
     from pipelines.runner import run_pipeline
 

@@ -15,6 +15,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
+from itertools import pairwise
 
 from core.config import EMBEDDING_DIM
 from gateway.types import CallContext, EmbeddingRequest, EmbeddingResponse, Usage
@@ -38,7 +39,7 @@ def _features(text: str) -> Counter[str]:
         padded = f"<{word}>"
         for i in range(max(1, len(padded) - 2)):
             features[f"c:{padded[i : i + 3]}"] += 1
-    for first, second in zip(words, words[1:], strict=False):
+    for first, second in pairwise(words):
         features[f"b:{first} {second}"] += 1
     return features
 
@@ -72,6 +73,4 @@ class LocalEmbedder:
         """Embed every input text (the request's model name is recorded, not used)."""
         vectors = [embed_text(text, self.dim) for text in request.input]
         tokens = sum(count_tokens(text) for text in request.input)
-        return EmbeddingResponse(
-            model=self.model, data=vectors, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
-        )
+        return EmbeddingResponse(model=self.model, data=vectors, usage=Usage(prompt_tokens=tokens, total_tokens=tokens))

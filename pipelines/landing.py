@@ -16,13 +16,19 @@ from datetime import date
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from core.errors import CopilotError
+
 DATASETS = ("merchants", "products", "transactions", "reviews", "attachments")
 DATA_SUFFIXES = (".csv", ".csv.gz", ".jsonl", ".jsonl.gz", ".parquet")
 _PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 
 
-class LandingError(Exception):
-    """The landing root itself is unusable (missing, unreadable, bad URI)."""
+class LandingError(CopilotError):
+    """The landing root or a file in it is unusable (missing, unreadable, bad URI)."""
+
+    status = 422
+    code = "landing"
+    title = "Landing root error"
 
 
 @dataclass(frozen=True, order=True)

@@ -10,6 +10,7 @@ that is rolled back.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,16 +30,20 @@ TEST_APP_USER = "copilot_api_test"
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     """URL of a PostgreSQL server (any database) we may create databases on."""
     external = os.environ.get("COPILOT_TEST_DATABASE_URL")
     if external:
         yield external
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), database="postgres")
+    # Not pytest's tmp_path: pytest deletes old basetemp folders when another
+    # session starts, which would pull the data folder from under a live server.
+    folder = short_tmp("cptest-pg")
+    server = EmbeddedPostgres(folder, database="postgres")
     url = server.start()
     yield url
     server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -105,16 +110,18 @@ def act_as_app(connection: Connection, merchant_id: str | None) -> None:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url() -> Iterator[str]:
     """URL of a real Redis server (embedded unless COPILOT_TEST_REDIS_URL is set)."""
     external = os.environ.get("COPILOT_TEST_REDIS_URL")
     if external:
         yield external
         return
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    folder = short_tmp("cptest-redis")
+    server = EmbeddedRedis(folder)
     url = server.start()
     yield url
     server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

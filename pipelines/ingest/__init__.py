@@ -99,7 +99,9 @@ class IngestSummary:
         }
 
 
-def _start_run(ctx: PipelineContext, root: LandingRoot, partition: date | None, trigger: str, dataset: str) -> uuid.UUID:
+def _start_run(
+    ctx: PipelineContext, root: LandingRoot, partition: date | None, trigger: str, dataset: str
+) -> uuid.UUID:
     run_id = uuid.uuid4()
     with ctx.engine.begin() as conn:
         conn.execute(
@@ -107,15 +109,25 @@ def _start_run(ctx: PipelineContext, root: LandingRoot, partition: date | None, 
                 "INSERT INTO ingestion_runs (run_id, root, logical_date, trigger, status, stats) "
                 "VALUES (:id, :root, :d, :trigger, 'running', CAST(:stats AS jsonb))"
             ),
-            {"id": run_id, "root": root.uri, "d": partition, "trigger": trigger, "stats": f'{{"dataset": "{dataset}"}}'},
+            {
+                "id": run_id,
+                "root": root.uri,
+                "d": partition,
+                "trigger": trigger,
+                "stats": f'{{"dataset": "{dataset}"}}',
+            },
         )
     return run_id
 
 
-def _finish_run(ctx: PipelineContext, run_id: uuid.UUID, summary: DatasetSummary) -> None:
+def _finish_run(
+    ctx: PipelineContext, run_id: uuid.UUID, summary: DatasetSummary, crash: BaseException | None = None
+) -> None:
     failed = summary.failed_files
     status = "succeeded" if not failed else ("failed" if len(failed) == len(summary.files) else "partial")
     error = "; ".join(f.error or "" for f in failed) or None
+    if crash is not None:
+        status, error = "failed", f"{type(crash).__name__}: {crash}"
     import json
 
     stats = {k: v for k, v in summary.as_dict().items() if k != "files"}
@@ -154,9 +166,11 @@ def ingest_dataset(
     spec = SPECS[dataset]
     started = time.perf_counter()
     run_id = _start_run(ctx, landing, partition, trigger, dataset)
-    partitions = [partition] if partition is not None else landing.partitions(dataset)
-    summary = DatasetSummary(dataset, str(run_id), partitions)
+    summary = DatasetSummary(dataset, str(run_id))
+    crash: BaseException | None = None
     try:
+        partitions = [partition] if partition is not None else landing.partitions(dataset)
+        summary.partitions = partitions
         for part in partitions:
             for file in landing.files(dataset, part):
                 if on_file:
@@ -165,13 +179,18 @@ def ingest_dataset(
                 summary.files.append(result)
                 if on_file:
                     on_file(file, result)
+    except BaseException as exc:
+        crash = exc
+        raise
     finally:
         summary.seconds = round(time.perf_counter() - started, 3)
-        _finish_run(ctx, run_id, summary)
+        _finish_run(ctx, run_id, summary, crash)
     return summary
 
 
-def list_files(root: str | LandingRoot, partition: date | None, datasets: Sequence[str] = DATASETS) -> list[LandingFile]:
+def list_files(
+    root: str | LandingRoot, partition: date | None, datasets: Sequence[str] = DATASETS
+) -> list[LandingFile]:
     """Every file an ``ingest`` call would load, in load order (for progress totals)."""
     landing = open_root(root) if isinstance(root, str) else root
     files: list[LandingFile] = []
@@ -199,8 +218,6 @@ def ingest(
     started = time.perf_counter()
     summary = IngestSummary(landing.uri, partition)
     for dataset in ordered:
-        summary.datasets.append(
-            ingest_dataset(ctx, landing, dataset, partition, trigger=trigger, on_file=on_file)
-        )
+        summary.datasets.append(ingest_dataset(ctx, landing, dataset, partition, trigger=trigger, on_file=on_file))
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary

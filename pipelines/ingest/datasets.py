@@ -73,7 +73,7 @@ def _decimal(column: str, *, positive: bool, required: bool) -> str:
     )
 
 
-_KNOWN_MERCHANT = "CASE WHEN s.merchant_id IS NOT NULL AND m.merchant_id IS NULL THEN 'unknown merchant ' || quote_literal(left(s.merchant_id, 64)) END"  # noqa: E501
+_KNOWN_MERCHANT = "CASE WHEN s.merchant_id IS NOT NULL AND m.merchant_id IS NULL THEN 'unknown merchant ' || quote_literal(left(s.merchant_id, 64)) END"
 
 
 # "Newer" for an upsert: latest updated_at wins when both rows carry one,
@@ -83,6 +83,12 @@ NEWER = """CASE WHEN t.updated_at IS NOT NULL AND excluded.updated_at IS NOT NUL
   ELSE excluded.source_partition >= COALESCE(t.source_partition, '-infinity') END"""
 
 NEWER_BY_PARTITION = "excluded.source_partition >= COALESCE(t.source_partition, '-infinity')"
+
+# A strictly newer delivery always takes over provenance (source_partition),
+# even when its content is identical, so "latest partition wins" stays right
+# for later reruns; content comparison decides whether anything downstream
+# (items, metric days, text) must be redone.
+NEWER_PARTITION = "excluded.source_partition > COALESCE(t.source_partition, '-infinity')"
 
 
 @dataclass(frozen=True)
@@ -135,9 +141,9 @@ MERCHANTS = DatasetSpec(
           currency = excluded.currency, timezone = excluded.timezone, created_at = excluded.created_at,
           updated_at = excluded.updated_at, source_partition = excluded.source_partition, loaded_at = now()
         WHERE ({NEWER})
-          AND (t.name, t.category, t.country, t.currency, t.timezone, t.created_at, t.updated_at)
+          AND ({NEWER_PARTITION} OR (t.name, t.category, t.country, t.currency, t.timezone, t.created_at, t.updated_at)
               IS DISTINCT FROM (excluded.name, excluded.category, excluded.country, excluded.currency,
-                                excluded.timezone, excluded.created_at, excluded.updated_at)
+                                excluded.timezone, excluded.created_at, excluded.updated_at))
         """,
     ),
 )
@@ -173,9 +179,9 @@ PRODUCTS = DatasetSpec(
           text_dirty = t.text_dirty OR (t.name, t.category, t.description)
                        IS DISTINCT FROM (excluded.name, excluded.category, excluded.description)
         WHERE ({NEWER})
-          AND (t.name, t.category, t.price_minor, t.currency, t.description, t.active, t.updated_at)
+          AND ({NEWER_PARTITION} OR (t.name, t.category, t.price_minor, t.currency, t.description, t.active, t.updated_at)
               IS DISTINCT FROM (excluded.name, excluded.category, excluded.price_minor, excluded.currency,
-                                excluded.description, excluded.active, excluded.updated_at)
+                                excluded.description, excluded.active, excluded.updated_at))
         """,
     ),
 )
@@ -246,7 +252,8 @@ TRANSACTIONS = DatasetSpec(
         # 1. Upsert; remember what changed and where it was before (old day).
         f"""
         WITH old AS (
-          SELECT o.transaction_id, o.merchant_id, o.occurred_at
+          SELECT o.transaction_id, o.occurred_at, o.type, o.status, o.amount_minor, o.tip_minor,
+                 o.payment_method, o.customer_id, o.refund_of
           FROM transactions o JOIN valid v ON v.transaction_id = o.transaction_id
         ), up AS (
           INSERT INTO transactions AS t (transaction_id, merchant_id, occurred_at, type, status, amount_minor,
@@ -265,17 +272,36 @@ TRANSACTIONS = DatasetSpec(
             refund_of = excluded.refund_of, updated_at = excluded.updated_at,
             source_partition = excluded.source_partition, loaded_at = now()
           WHERE ({NEWER})
-            AND (t.occurred_at, t.type, t.status, t.amount_minor, t.tip_minor, t.currency, t.payment_method,
+            AND ({NEWER_PARTITION} OR (t.occurred_at, t.type, t.status, t.amount_minor, t.tip_minor, t.currency, t.payment_method,
                  t.card_scheme, t.customer_id, t.location_id, t.refund_of, t.updated_at)
                 IS DISTINCT FROM
                 (excluded.occurred_at, excluded.type, excluded.status, excluded.amount_minor, excluded.tip_minor,
                  excluded.currency, excluded.payment_method, excluded.card_scheme, excluded.customer_id,
-                 excluded.location_id, excluded.refund_of, excluded.updated_at)
-          RETURNING t.transaction_id, t.merchant_id, t.occurred_at
+                 excluded.location_id, excluded.refund_of, excluded.updated_at))
+          RETURNING t.transaction_id, t.merchant_id, t.occurred_at, t.type, t.status, t.amount_minor,
+                    t.tip_minor, t.payment_method, t.customer_id, t.refund_of
         )
         INSERT INTO ingest_changed (transaction_id, merchant_id, occurred_at, old_occurred_at)
         SELECT up.transaction_id, up.merchant_id, up.occurred_at, old.occurred_at
         FROM up LEFT JOIN old ON old.transaction_id = up.transaction_id
+        -- An identical re-delivery (provenance only) leaves items and metrics alone.
+        WHERE CASE
+          WHEN old.transaction_id IS NULL THEN true
+          WHEN (old.occurred_at, old.type, old.status, old.amount_minor, old.tip_minor, old.payment_method,
+                old.customer_id, old.refund_of)
+               IS DISTINCT FROM
+               (up.occurred_at, up.type, up.status, up.amount_minor, up.tip_minor, up.payment_method,
+                up.customer_id, up.refund_of) THEN true
+          ELSE (SELECT coalesce(jsonb_agg(jsonb_build_array(i.product_id, i.quantity, i.unit_price_minor)
+                                          ORDER BY i.line_no), '[]')
+                FROM transaction_items i WHERE i.transaction_id = up.transaction_id)
+               IS DISTINCT FROM
+               (SELECT coalesce(jsonb_agg(jsonb_build_array(e.value->>'product_id', (e.value->>'quantity')::int,
+                                          {minor_sql("e.value->>'unit_price'", "m.currency")}) ORDER BY e.ord), '[]')
+                FROM valid v JOIN merchants m ON m.merchant_id = v.merchant_id
+                CROSS JOIN LATERAL jsonb_array_elements(coalesce(v.items, '[]')::jsonb) WITH ORDINALITY AS e(value, ord)
+                WHERE v.transaction_id = up.transaction_id)
+        END
         """,
         # 2. Items of changed transactions are replaced as a whole.
         """
@@ -329,8 +355,8 @@ REVIEWS = DatasetSpec(
           source = excluded.source, source_partition = excluded.source_partition, loaded_at = now(),
           text_dirty = t.text_dirty OR t.text IS DISTINCT FROM excluded.text
         WHERE {NEWER_BY_PARTITION}
-          AND (t.created_at, t.rating, t.text, t.source)
-              IS DISTINCT FROM (excluded.created_at, excluded.rating, excluded.text, excluded.source)
+          AND ({NEWER_PARTITION} OR (t.created_at, t.rating, t.text, t.source)
+              IS DISTINCT FROM (excluded.created_at, excluded.rating, excluded.text, excluded.source))
         """,
     ),
 )
@@ -367,11 +393,17 @@ ATTACHMENTS = DatasetSpec(
         ON CONFLICT (merchant_id, attachment_id) DO UPDATE SET
           created_at = excluded.created_at, kind = excluded.kind, content_type = excluded.content_type,
           path = excluded.path, note = excluded.note, source_partition = excluded.source_partition,
-          loaded_at = now(), extraction_status = 'pending', extraction_detail = NULL
+          loaded_at = now(),
+          extraction_status = CASE WHEN (t.kind, t.content_type, t.path, t.note)
+              IS DISTINCT FROM (excluded.kind, excluded.content_type, excluded.path, excluded.note)
+            THEN 'pending' ELSE t.extraction_status END,
+          extraction_detail = CASE WHEN (t.kind, t.content_type, t.path, t.note)
+              IS DISTINCT FROM (excluded.kind, excluded.content_type, excluded.path, excluded.note)
+            THEN NULL ELSE t.extraction_detail END
         WHERE {NEWER_BY_PARTITION}
-          AND (t.created_at, t.kind, t.content_type, t.path, t.note)
+          AND ({NEWER_PARTITION} OR (t.created_at, t.kind, t.content_type, t.path, t.note)
               IS DISTINCT FROM (excluded.created_at, excluded.kind, excluded.content_type, excluded.path,
-                                excluded.note)
+                                excluded.note))
         """,
     ),
 )

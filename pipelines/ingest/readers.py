@@ -19,9 +19,9 @@ import json
 import shutil
 import tempfile
 import zlib
-from decimal import Decimal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import IO, Any
 
 from pipelines.landing import LandingFile, LandingRoot
@@ -89,7 +89,7 @@ class FileReader:
         return [index.get(c) for c in self.columns]
 
     def _csv(self, binary: IO[bytes]) -> Iterator[ParsedRow]:
-        text = codecs.getreader("utf-8")(binary, errors="strict")
+        text = codecs.getreader("utf-8")(binary, "strict")
         reader = csv.reader(_strip_bom(text))
         try:
             header = next(reader)
@@ -163,9 +163,7 @@ class FileReader:
                     data = {name: batch.column(name).to_pylist() for name in wanted}
                     for i in range(batch.num_rows):
                         line_no += 1
-                        yield ParsedRow(
-                            line_no, [_json_value(data[c][i]) if c in data else None for c in self.columns]
-                        )
+                        yield ParsedRow(line_no, [_json_value(data[c][i]) if c in data else None for c in self.columns])
             except (pa.ArrowInvalid, OSError) as exc:
                 raise FileLevelError(f"corrupt parquet file at row {line_no + 1}: {exc}") from exc
 
