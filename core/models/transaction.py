@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, String, func, text
+from sqlalchemy import CheckConstraint, Date, Index, Integer, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import Base
@@ -43,7 +43,11 @@ class Transaction(Base):
     )
 
     transaction_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    merchant_id: Mapped[str] = mapped_column(String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE"))
+    # No foreign keys on the two bulk-loaded fact tables: per-row RI triggers
+    # cost more than the rest of the merge. The loader guarantees both
+    # references (unknown merchants are quarantined; items are written only
+    # for transactions upserted in the same transaction).
+    merchant_id: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime]
     type: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
@@ -70,9 +74,7 @@ class TransactionItem(Base):
         Index("ix_transaction_items_merchant_product", "merchant_id", "product_id"),
     )
 
-    transaction_id: Mapped[str] = mapped_column(
-        String(128), ForeignKey("transactions.transaction_id", ondelete="CASCADE"), primary_key=True
-    )
+    transaction_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     line_no: Mapped[int] = mapped_column(Integer, primary_key=True)
     merchant_id: Mapped[str] = mapped_column(String(64))
     product_id: Mapped[str] = mapped_column(String(128))

@@ -191,15 +191,15 @@ _TXN_STATUSES = ("SUCCESSFUL", "FAILED", "CANCELLED")
 _METHODS = ("CARD", "CONTACTLESS", "WALLET", "CASH", "QR", "OTHER")
 
 # Every item: an object with a non-empty string product_id, a positive integer
-# quantity and a unit_price decimal (string or number). CASE keeps the casts
-# behind their guards (OR gives no evaluation order in SQL).
-_BAD_ITEM = f"""CASE
-  WHEN jsonb_typeof(e) <> 'object' THEN true
-  WHEN jsonb_typeof(e->'product_id') IS DISTINCT FROM 'string' OR btrim(e->>'product_id') = '' THEN true
-  WHEN jsonb_typeof(e->'quantity') IS DISTINCT FROM 'number' OR (e->>'quantity') !~ '^[0-9]+$' THEN true
-  WHEN (e->>'quantity')::numeric <= 0 OR (e->>'quantity')::numeric > 2147483647 THEN true
-  WHEN jsonb_typeof(e->'unit_price') NOT IN ('number', 'string') OR (e->>'unit_price') !~ '{_DECIMAL}' THEN true
-  ELSE false END"""
+# quantity and a unit_price (number or string) with at most 2 decimals. One
+# jsonpath evaluated in C; a non-object element has none of the keys, so the
+# exists() tests fail for it too.
+_BAD_ITEM_PATH = (
+    '$[*] ? (!exists(@.product_id ? (@.type() == "string" && @ != ""))'
+    ' || !exists(@.quantity ? (@.type() == "number" && @ > 0 && @ <= 2147483647 && @ == @.floor()))'
+    ' || !exists(@.unit_price ? ((@.type() == "number" && @ >= 0 && @ * 100 == (@ * 100).floor())'
+    ' || (@.type() == "string" && @ like_regex "^[0-9]+(\\\\.[0-9]{1,2})?$"))))'
+)
 
 TRANSACTIONS = DatasetSpec(
     name="transactions",
@@ -242,7 +242,7 @@ TRANSACTIONS = DatasetSpec(
         "CASE WHEN s.items IS NULL THEN NULL "
         "WHEN NOT pg_input_is_valid(s.items, 'jsonb') THEN 'items is not valid JSON' "
         "WHEN jsonb_typeof(s.items::jsonb) <> 'array' THEN 'items must be a JSON list' "
-        f"WHEN EXISTS (SELECT 1 FROM jsonb_array_elements(s.items::jsonb) e WHERE {_BAD_ITEM}) "
+        f"WHEN jsonb_path_exists(s.items::jsonb, '{_BAD_ITEM_PATH}') "
         "THEN 'items: each item needs a product_id, a positive integer quantity and a unit_price "
         "with at most 2 decimals' END",
         _ts("updated_at", required=False),

@@ -147,27 +147,28 @@ def _mark_missing_binaries(cur: Any, root: LandingRoot) -> None:
 def _quarantine(cur: Any, spec: DatasetSpec, run_id: uuid.UUID, file_id: uuid.UUID, display: str) -> int:
     checks = ", ".join(spec.checks)
     merchant_join = "LEFT JOIN merchants m ON m.merchant_id = s.merchant_id" if spec.needs_merchant else ""
-    raw_record = (
-        "COALESCE(s.ingest_raw, jsonb_strip_nulls(to_jsonb(s) - 'line_no' - 'ingest_raw' - 'ingest_error'"
-        + (" - 'ingest_missing'" if spec.name == "attachments" else "")
-        + ")::text)"
-    )
+    # One pass computes every rule's reason next to the staged columns; the
+    # quarantine and the merge both read this table, so no join is needed.
     cur.execute(
         f"""
         CREATE TEMP TABLE ingest_checked ON COMMIT DROP AS
-        SELECT s.line_no,
+        SELECT s.*,
                CASE WHEN s.ingest_error IS NOT NULL THEN s.ingest_error
-                    ELSE NULLIF(concat_ws('; ', {checks}), '') END AS reason
+                    ELSE NULLIF(concat_ws('; ', {checks}), '') END AS ingest_reason
         FROM ingest_stage s {merchant_join}
         """
+    )
+    dropped = "'line_no' - 'ingest_raw' - 'ingest_error' - 'ingest_reason'" + (
+        " - 'ingest_missing'" if spec.name == "attachments" else ""
     )
     cur.execute(
         f"""
         INSERT INTO quarantined_rows (run_id, file_id, dataset, path, line_no, raw_record, reason)
-        SELECT %s, %s, %s, %s, s.line_no, {raw_record}, c.reason
-        FROM ingest_stage s JOIN ingest_checked c ON c.line_no = s.line_no
-        WHERE c.reason IS NOT NULL
-        ORDER BY s.line_no
+        SELECT %s, %s, %s, %s, c.line_no,
+               COALESCE(c.ingest_raw, jsonb_strip_nulls(to_jsonb(c) - {dropped})::text), c.ingest_reason
+        FROM ingest_checked c
+        WHERE c.ingest_reason IS NOT NULL
+        ORDER BY c.line_no
         """,
         (run_id, file_id, spec.name, display),
     )
@@ -181,11 +182,14 @@ def _merge(cur: Any, spec: DatasetSpec, partition: date) -> int:
         f"""
         CREATE TEMP TABLE valid ON COMMIT DROP AS
         SELECT DISTINCT ON ({key}) s.*
-        FROM ingest_stage s JOIN ingest_checked c ON c.line_no = s.line_no
-        WHERE c.reason IS NULL
+        FROM ingest_checked s
+        WHERE s.ingest_reason IS NULL
         ORDER BY {key}, {spec.order_by}
         """
     )
+    # Temp tables have no statistics until analysed; without them the merge
+    # joins are planned for a handful of rows.
+    cur.execute("ANALYZE valid")
     if spec.name == "transactions":
         cur.execute(
             "CREATE TEMP TABLE ingest_changed (transaction_id text PRIMARY KEY, merchant_id text, "

@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from pipelines.landing import LandingFile, LandingRoot
 
@@ -62,7 +62,7 @@ class FileReader:
                 if fmt == "parquet":
                     yield from self._parquet(stream)
                     return
-                binary: IO[bytes] = gzip.GzipFile(fileobj=stream) if fmt.endswith(".gz") else stream
+                binary: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=stream)) if fmt.endswith(".gz") else stream
                 if fmt.startswith("csv"):
                     yield from self._csv(binary)
                 else:

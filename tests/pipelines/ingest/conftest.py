@@ -19,7 +19,7 @@ from pipelines.context import PipelineContext
 from tests.conftest import TEST_APP_USER
 
 ALL_TABLES = (
-    "merchants", "ingestion_runs", "metric_refresh_queue", "notification_outbox", "text_chunks",
+    "merchants", "transactions", "transaction_items", "ingestion_runs", "metric_refresh_queue", "notification_outbox", "text_chunks",
     "usage_records", "api_keys",
 )  # fmt: skip
 

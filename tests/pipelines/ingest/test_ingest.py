@@ -26,9 +26,7 @@ def table_digest(ctx: PipelineContext) -> dict[str, str]:
     digests = {}
     with ctx.engine.connect() as conn:
         for table in FACT_TABLES:
-            rows = conn.execute(
-                text(f"SELECT to_jsonb(t) - 'loaded_at' FROM {table} t ORDER BY 1::text")
-            ).scalars()
+            rows = conn.execute(text(f"SELECT to_jsonb(t) - 'loaded_at' FROM {table} t ORDER BY 1::text")).scalars()
             payload = "\n".join(sorted(json.dumps(r, sort_keys=True) for r in rows))
             digests[table] = hashlib.sha256(payload.encode()).hexdigest()
     return digests

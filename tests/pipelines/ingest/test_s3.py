@@ -107,5 +107,9 @@ def test_cli_reads_s3_through_aws_endpoint_url(s3_endpoint: str, landing: Path, 
             database_url.replace("postgresql://", "postgresql+psycopg://", 1), poolclass=pool.NullPool
         )
         with engine.begin() as conn:
-            conn.execute(text("TRUNCATE merchants, ingestion_runs, metric_refresh_queue CASCADE"))
+            conn.execute(
+                text(
+                    "TRUNCATE merchants, transactions, transaction_items, ingestion_runs, metric_refresh_queue CASCADE"
+                )
+            )
         engine.dispose()

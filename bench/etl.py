@@ -1,0 +1,214 @@
+"""ETL benchmark: transactions ingest end to end vs a raw COPY of the same rows.
+
+For each scale (default 1M, 2M and 4M transactions) it generates a landing
+folder, loads merchants, then times ``ingest_dataset(..., "transactions")``
+(parse, stage, validate in SQL, quarantine, upsert with indexes, items,
+metric queue) against a plain ``COPY ... FROM STDIN (FORMAT csv)`` of the
+same decompressed files into an unindexed all-text table, in the same run on
+the same server. Each scale runs in a child process so its peak RSS is its
+own. Prints a table and writes JSON.
+
+    uv run python bench/etl.py                 # 1M, 2M, 4M
+    uv run python bench/etl.py --scales 200000 # quick check
+
+Goal (issue 3): ingest >= 0.5x raw COPY rows/s; peak memory flat as input grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import multiprocessing as mp
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# About 245 transactions per merchant-day at volume 1.0 with 100 merchants.
+_ROWS_PER_MERCHANT_DAY = 245
+
+
+def _generate(out: Path, rows: int) -> dict[str, Any]:
+    from pipelines.synthetic import GenerateConfig, generate
+
+    merchants = 100
+    days = max(2, round(rows / (merchants * _ROWS_PER_MERCHANT_DAY)))
+    started = time.perf_counter()
+    summary = generate(GenerateConfig(merchants=merchants, days=days, seed=1, out=out, events=False))
+    return {
+        "transactions": summary.rows["transactions"],
+        "files": summary.files,
+        "generate_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _fresh_database(server_url: str, name: str) -> str:
+    from sqlalchemy import create_engine, pool, text
+
+    from core.db.engine import normalize_url
+
+    admin = create_engine(normalize_url(server_url), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return normalize_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _raw_copy(url: str, landing: Path) -> tuple[int, float]:
+    import psycopg
+
+    columns = None
+    rows = 0
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo) as conn:
+        files = sorted((landing / "transactions").rglob("*.csv.gz"))
+        with gzip.open(files[0], "rt") as handle:
+            columns = handle.readline().strip().split(",")
+        definitions = ", ".join(f'"{c}" text' for c in columns)
+        conn.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS raw_copy ({definitions})")
+        conn.execute("TRUNCATE raw_copy")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cur:
+            for path in files:
+                with gzip.open(path, "rb") as handle, cur.copy("COPY raw_copy FROM STDIN (FORMAT csv, HEADER)") as copy:
+                    while chunk := handle.read(1 << 20):
+                        copy.write(chunk)
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        rows = conn.execute("SELECT count(*) FROM raw_copy").fetchone()[0]  # type: ignore[index]
+    return rows, elapsed
+
+
+def _run_scale(rows: int, server_url: str, workdir: str, queue: Any) -> None:
+    """Child process: generate, raw COPY, ingest; report timings and peak RSS."""
+    from core.config import DatabaseSettings, Settings
+    from core.db import Database
+    from core.db.migrate import migrate
+    from pipelines.context import PipelineContext
+    from pipelines.ingest import ingest_dataset
+
+    landing = Path(workdir) / f"landing-{rows}"
+    generated = _generate(landing, rows)
+    rss_after_generate = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    url = _fresh_database(server_url, f"bench_etl_{rows}")
+    settings = DatabaseSettings(pool_size=2)
+    migrate(url, settings)
+    copy_rows, copy_seconds = _raw_copy(url, landing)
+
+    ctx = PipelineContext(settings=Settings(database=settings), database=Database(url, settings))
+    ingest_dataset(ctx, str(landing), "merchants")
+    ingest_dataset(ctx, str(landing), "products")
+    started = time.perf_counter()
+    summary = ingest_dataset(ctx, str(landing), "transactions")
+    ingest_seconds = time.perf_counter() - started
+    ctx.close()
+    queue.put(
+        {
+            "target_rows": rows,
+            **generated,
+            "rows_read": summary.rows_read,
+            "rows_quarantined": summary.rows_quarantined,
+            "failed_files": len(summary.failed_files),
+            "ingest_seconds": round(ingest_seconds, 2),
+            "ingest_rows_per_s": round(summary.rows_read / ingest_seconds),
+            "copy_rows": copy_rows,
+            "copy_seconds": round(copy_seconds, 2),
+            "copy_rows_per_s": round(copy_rows / copy_seconds),
+            "ratio_vs_copy": round((summary.rows_read / ingest_seconds) / (copy_rows / copy_seconds), 3),
+            # ru_maxrss is KiB on Linux. The generator's peak is recorded apart
+            # so the ingest's own peak is visible.
+            "peak_rss_mb_generate": round(rss_after_generate / 1024, 1),
+            "peak_rss_mb_total": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+    )
+    shutil.rmtree(landing, ignore_errors=True)
+
+
+def _ingest_only_rss(rows: int, server_url: str, workdir: str, queue: Any) -> None:
+    """Child process measuring the ingest's peak RSS alone (data generated by the parent)."""
+    from core.config import DatabaseSettings, Settings
+    from core.db import Database
+    from pipelines.context import PipelineContext
+    from pipelines.ingest import ingest_dataset
+
+    landing = Path(workdir) / f"landing-rss-{rows}"
+    url = _fresh_database(server_url, f"bench_etl_rss_{rows}")
+    settings = DatabaseSettings(pool_size=2)
+    from core.db.migrate import migrate
+
+    migrate(url, settings)
+    ctx = PipelineContext(settings=Settings(database=settings), database=Database(url, settings))
+    for dataset in ("merchants", "products", "transactions"):
+        ingest_dataset(ctx, str(landing), dataset)
+    ctx.close()
+    queue.put(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", default="1000000,2000000,4000000", help="comma-separated transaction counts")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "etl.json"))
+    args = parser.parse_args()
+    scales = [int(s) for s in args.scales.split(",")]
+
+    from core.embedded import EmbeddedPostgres
+
+    workdir = tempfile.mkdtemp(prefix="bench-etl-", dir="/tmp")
+    server = EmbeddedPostgres(Path(workdir), database="postgres")
+    server_url = server.start()
+    ctx = mp.get_context("spawn")
+    results = []
+    try:
+        for rows in scales:
+            queue = ctx.Queue()
+            child = ctx.Process(target=_run_scale, args=(rows, server_url, workdir, queue))
+            child.start()
+            result = queue.get()
+            child.join()
+            # Peak RSS of the ingest alone, in a fresh process, on freshly generated data.
+            landing = Path(workdir) / f"landing-rss-{rows}"
+            _generate(landing, rows)
+            rss_queue = ctx.Queue()
+            child = ctx.Process(target=_ingest_only_rss, args=(rows, server_url, workdir, rss_queue))
+            child.start()
+            result["peak_rss_mb_ingest"] = rss_queue.get()
+            child.join()
+            shutil.rmtree(landing, ignore_errors=True)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    header = f"{'rows':>10} {'ingest rows/s':>14} {'COPY rows/s':>12} {'ratio':>6} {'ingest s':>9} {'COPY s':>7} {'peak RSS MB':>12}"
+    print()
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r['rows_read']:>10,} {r['ingest_rows_per_s']:>14,} {r['copy_rows_per_s']:>12,} "
+            f"{r['ratio_vs_copy']:>6.2f} {r['ingest_seconds']:>9.1f} {r['copy_seconds']:>7.1f} "
+            f"{r['peak_rss_mb_ingest']:>12.1f}"
+        )
+    if len(results) > 1:
+        first, last = results[0], results[-1]
+        growth = last["peak_rss_mb_ingest"] / first["peak_rss_mb_ingest"]
+        print(f"\npeak RSS {last['rows_read']:,} vs {first['rows_read']:,} rows: x{growth:.2f} (flat = ~1.0)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "etl", "goal_ratio": 0.5, "results": results}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
