@@ -120,11 +120,10 @@ def _stage(cur: Any, spec: DatasetSpec, reader: FileReader) -> int:
                 copy.write_row((row.line_no, *blank, row.raw, row.error))
             else:
                 copy.write_row((row.line_no, *row.values, None, None))
-    # Key lookups (dedup, refund_of within the file) and good plans on big files.
+    # Key lookups within the file (refund_of of a payment in the same file).
     cur.execute(
         sql.SQL("CREATE INDEX ON ingest_stage ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in spec.key))
     )
-    cur.execute("ANALYZE ingest_stage")
     if spec.name == "merchants":
         cur.execute("CREATE TEMP TABLE ingest_timezones ON COMMIT DROP AS SELECT name FROM pg_timezone_names")
     return count
@@ -189,7 +188,7 @@ def _merge(cur: Any, spec: DatasetSpec, partition: date) -> int:
     )
     # Temp tables have no statistics until analysed; without them the merge
     # joins are planned for a handful of rows.
-    cur.execute("ANALYZE valid")
+    cur.execute(sql.SQL("ANALYZE valid ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)))
     if spec.name == "transactions":
         cur.execute(
             "CREATE TEMP TABLE ingest_changed (transaction_id text PRIMARY KEY, merchant_id text, "
