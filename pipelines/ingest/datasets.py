@@ -353,7 +353,9 @@ REVIEWS = DatasetSpec(
         ON CONFLICT (merchant_id, review_id) DO UPDATE SET
           created_at = excluded.created_at, rating = excluded.rating, text = excluded.text,
           source = excluded.source, source_partition = excluded.source_partition, loaded_at = now(),
-          text_dirty = t.text_dirty OR t.text IS DISTINCT FROM excluded.text
+          -- Chunks carry rating, source and date as metadata: any change re-chunks.
+          text_dirty = t.text_dirty OR (t.text, t.rating, t.source, t.created_at)
+                       IS DISTINCT FROM (excluded.text, excluded.rating, excluded.source, excluded.created_at)
         WHERE {NEWER_BY_PARTITION}
           AND ({NEWER_PARTITION} OR (t.created_at, t.rating, t.text, t.source)
               IS DISTINCT FROM (excluded.created_at, excluded.rating, excluded.text, excluded.source))
