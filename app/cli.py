@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from app.airflow_cli import app as airflow_app
 from core.config import Settings, get_settings
 from core.errors import CopilotError
 
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(airflow_app, name="airflow")
 
 console = Console()
 err_console = Console(stderr=True)
