@@ -25,15 +25,21 @@ _EXPONENTS = {
 }  # fmt: skip
 
 
-def exponent_sql(currency: str) -> str:
-    """SQL for the minor-unit exponent of a currency expression."""
-    cases = " ".join(f"WHEN '{code}' THEN {exp}" for code, exp in sorted(_EXPONENTS.items()))
-    return f"(CASE {currency} {cases} ELSE 2 END)"
+_FEWER_THAN_2 = ", ".join(f"'{code}'" for code, exp in sorted(_EXPONENTS.items()) if exp < 2)
+
+
+def multiplier_sql(currency: str) -> str:
+    """SQL for 10 ** exponent of a currency expression, as an integer."""
+    by_exponent: dict[int, list[str]] = {}
+    for code, exp in sorted(_EXPONENTS.items()):
+        by_exponent.setdefault(exp, []).append(f"'{code}'")
+    cases = " ".join(f"WHEN {currency} IN ({', '.join(codes)}) THEN {10**exp}" for exp, codes in by_exponent.items())
+    return f"(CASE {cases} ELSE 100 END)"
 
 
 def minor_sql(amount: str, currency: str) -> str:
     """SQL converting a validated decimal text to integer minor units."""
-    return f"round(({amount})::numeric * power(10::numeric, {exponent_sql(currency)}))::bigint"
+    return f"round(({amount})::numeric * {multiplier_sql(currency)})::bigint"
 
 
 def _required(column: str) -> str:
@@ -67,8 +73,10 @@ def _decimal(column: str, *, positive: bool, required: bool) -> str:
         f"WHEN s.{column} !~ '{_DECIMAL}' "
         f"THEN '{column} is not a decimal with at most 2 places: ' || quote_literal(left(s.{column}, 40)) "
         f"WHEN s.{column}::numeric {bound} THEN '{column} must be {word}, got ' || s.{column} "
-        f"WHEN m.currency IS NOT NULL AND s.{column}::numeric * power(10::numeric, {exponent_sql('m.currency')}) "
-        f"<> trunc(s.{column}::numeric * power(10::numeric, {exponent_sql('m.currency')})) "
+        # The regex allows at most 2 places, so only currencies with fewer
+        # minor digits (JPY: none) need the exactness test.
+        f"WHEN m.currency IN ({_FEWER_THAN_2}) AND s.{column}::numeric * {multiplier_sql('m.currency')} "
+        f"<> trunc(s.{column}::numeric * {multiplier_sql('m.currency')}) "
         f"THEN '{column} ' || s.{column} || ' has more decimals than ' || m.currency || ' allows' END"
     )
 
