@@ -333,7 +333,9 @@ TRANSACTIONS = DatasetSpec(
         JOIN merchants m ON m.merchant_id = c.merchant_id
         CROSS JOIN LATERAL (VALUES (c.occurred_at), (c.old_occurred_at)) AS x(at)
         WHERE x.at IS NOT NULL
-        ON CONFLICT DO NOTHING
+        -- DO UPDATE (not NOTHING) locks an already-queued day until this file
+        -- commits, so an aggregate worker cannot compute it without our change.
+        ON CONFLICT (merchant_id, day) DO UPDATE SET queued_at = excluded.queued_at
         """,
     ),
 )  # fmt: skip
