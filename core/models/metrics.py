@@ -1,11 +1,16 @@
-"""Daily and hourly aggregates in the merchant's local time (see DATA_CONTRACT.md)."""
+"""Daily and hourly aggregates in the merchant's local time (see DATA_CONTRACT.md).
+
+No foreign keys: these tables are rewritten in bulk by the aggregate step, whose
+input (transactions) only holds known merchants; per-row RI checks cost about a
+quarter of a full refresh.
+"""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, ForeignKey, Integer, SmallInteger, String, func
+from sqlalchemy import Date, Integer, SmallInteger, String, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -34,9 +39,7 @@ class DailyMetric(_MetricColumns, Base):
 
     __tablename__ = "daily_metrics"
 
-    merchant_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE"), primary_key=True
-    )
+    merchant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     # {"CARD": {"transactions": n, "gross_sales_minor": m}, ...}
     payment_methods: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
@@ -47,9 +50,7 @@ class HourlyMetric(_MetricColumns, Base):
 
     __tablename__ = "hourly_metrics"
 
-    merchant_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE"), primary_key=True
-    )
+    merchant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     hour: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
 
@@ -59,9 +60,7 @@ class DailyProductMetric(Base):
 
     __tablename__ = "daily_product_metrics"
 
-    merchant_id: Mapped[str] = mapped_column(
-        String(64), ForeignKey("merchants.merchant_id", ondelete="CASCADE"), primary_key=True
-    )
+    merchant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     product_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     currency: Mapped[Currency]

@@ -135,4 +135,7 @@ def test_pooled_app_connections_do_not_leak_scope(admin_engine: Engine, database
     finally:
         database.dispose()
         with admin_engine.begin() as owner:
-            owner.execute(Merchant.__table__.delete().where(Merchant.merchant_id.in_(["M_POOL_A", "M_POOL_B"])))
+            # Explicitly, table by table: the bulk fact tables have no cascading FKs.
+            for table in reversed(MERCHANT_SCOPED_TABLES):
+                model = Base.metadata.tables[table]
+                owner.execute(model.delete().where(model.c.merchant_id.in_(["M_POOL_A", "M_POOL_B"])))

@@ -1,0 +1,59 @@
+"""Fixtures for the aggregates: a database of their own and a scenario builder.
+
+``refresh_pending`` drains the whole ``metric_refresh_queue`` and commits
+batch by batch on its own connections, so these tests cannot share the
+session database (or its rolled-back ``conn``) with other suites: they get a
+freshly migrated database, emptied before each test. Rows are inserted
+directly (SQLAlchemy Core), the way a loader would leave them, together with
+the queue rows a loader writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+
+from core.config import DatabaseSettings, Settings
+from core.db import Database
+from core.db.migrate import migrate
+from pipelines.context import PipelineContext
+from tests.conftest import create_database, drop_database
+from tests.pipelines.aggregates.scenario import Scenario
+
+FACT_TABLES = "merchants, transactions, transaction_items, daily_metrics, hourly_metrics, daily_product_metrics"
+
+
+@pytest.fixture(scope="session")
+def aggregates_database_url(pg_server_url: str, db_settings: DatabaseSettings) -> Iterator[str]:
+    name = f"copilot_agg_{uuid.uuid4().hex[:8]}"
+    url = create_database(pg_server_url, name)
+    migrate(url, db_settings)
+    yield url
+    drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def agg_db(aggregates_database_url: str, db_settings: DatabaseSettings) -> Iterator[Database]:
+    database = Database(aggregates_database_url, db_settings)
+    with database.admin_engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {FACT_TABLES}, metric_refresh_queue CASCADE"))
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def ctx(agg_db: Database) -> PipelineContext:
+    return PipelineContext(settings=Settings(), database=agg_db)
+
+
+@pytest.fixture
+def engine(agg_db: Database) -> Engine:
+    return agg_db.admin_engine
+
+
+@pytest.fixture
+def scenario(engine: Engine) -> Scenario:
+    return Scenario(engine)
