@@ -83,6 +83,10 @@ def test_up_status_migrate_down(cli_env: dict[str, str]) -> None:
         (("generate", "--format", "xml"), "unknown format"),
         (("db", "migrate", "--bogus"), "No such option: --bogus"),
         (("frobnicate",), "No such command"),
+        (("ingest", "data/landing"), "give exactly one of --date YYYY-MM-DD or --all"),
+        (("ingest", "data/landing", "--all", "--date", "2026-01-01"), "give exactly one of --date"),
+        (("ingest", "data/landing", "--date", "01/02/2026"), "is not a date"),
+        (("ingest", "data/landing", "--all", "--dataset", "payments"), "unknown dataset 'payments'"),
     ],
 )
 def test_bad_arguments_give_one_line(args: tuple[str, ...], needle: str) -> None:
@@ -109,6 +113,14 @@ def test_invalid_setting_is_one_line() -> None:
     assert result.stderr.strip().startswith("copilot: error: invalid configuration COPILOT_DATABASE__POOL_SIZE")
 
 
+def test_ingest_of_a_missing_folder_is_one_line() -> None:
+    result = run_cli("ingest", "/nonexistent/landing", "--all", env=_clean_env())
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "copilot: error: landing root /nonexistent/landing is not a directory"
+    ]
+
+
 def test_status_does_not_start_anything(cli_env: dict[str, str]) -> None:
     run_cli("status", env=cli_env)
     data_dir = Path(cli_env["COPILOT_EMBEDDED__DATA_DIR"])
@@ -120,7 +132,8 @@ def test_status_does_not_start_anything(cli_env: dict[str, str]) -> None:
 
 def test_help_on_every_command() -> None:
     for args in ((), ("up",), ("down",), ("status",), ("generate",), ("db",), ("db", "migrate"),
-                 ("db", "downgrade"), ("db", "current")):  # fmt: skip
+                 ("db", "downgrade"), ("db", "current"), ("ingest",), ("airflow",), ("airflow", "up"),
+                 ("airflow", "env")):  # fmt: skip
         result = run_cli(*args, "--help", env=_clean_env())
         assert result.returncode == 0, (args, result.stderr)
         assert "Usage" in result.stdout
