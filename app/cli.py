@@ -63,6 +63,7 @@ def up() -> None:
     settings = _settings()
     urls = resolve_services(settings, start=True)
     _check_database(settings, urls.database_url)
+    assert urls.redis_url is not None
     _check_redis(settings, urls.redis_url)
     _print_status(settings, as_json=False)
 
@@ -194,7 +195,7 @@ def db_migrate(
     from core.embedded import resolve_services
 
     settings = _settings()
-    urls = resolve_services(settings, start=True)
+    urls = resolve_services(settings, start=True, redis=False)
     _check_database(settings, urls.database_url)
     current = migrate(urls.database_url, settings.database, revision)
     console.print(f"database at revision {current}")
@@ -210,7 +211,7 @@ def db_downgrade(
     from core.embedded import resolve_services
 
     settings = _settings()
-    urls = resolve_services(settings, start=False)
+    urls = resolve_services(settings, start=False, redis=False)
     _check_database(settings, urls.database_url)
     if not yes and not typer.confirm(f"Downgrade the database to {revision}?"):
         raise typer.Abort()
@@ -232,7 +233,7 @@ def db_current() -> None:
     from core.embedded import resolve_services
 
     settings = _settings()
-    urls = resolve_services(settings, start=False)
+    urls = resolve_services(settings, start=False, redis=False)
     database = Database(urls.database_url, settings.database)
     try:
         database.check()

@@ -54,7 +54,7 @@ class ServiceUrls:
     """Resolved connection URLs for the configured or embedded services."""
 
     database_url: str
-    redis_url: str
+    redis_url: str | None
     embedded_database: bool
     embedded_redis: bool
 
@@ -330,12 +330,13 @@ def embedded_services(settings: Settings) -> tuple[EmbeddedPostgres, EmbeddedRed
     )
 
 
-def resolve_services(settings: Settings, *, start: bool) -> ServiceUrls:
+def resolve_services(settings: Settings, *, start: bool, redis: bool = True) -> ServiceUrls:
     """Return the URLs to use: configured servers, else the embedded ones.
 
     Args:
         settings: The process settings.
         start: Start embedded servers that are not running (otherwise raise).
+        redis: Whether the caller needs Redis (batch and schema work do not).
 
     Raises:
         ServiceUnavailableError: An embedded server is needed, not running, and
@@ -352,7 +353,9 @@ def resolve_services(settings: Settings, *, start: bool) -> ServiceUrls:
                 "embedded PostgreSQL is not running: run `copilot up` or set COPILOT_DATABASE__URL"
             )
     redis_url: str | None
-    if settings.redis.url is not None:
+    if not redis:
+        redis_url = None
+    elif settings.redis.url is not None:
         redis_url = settings.redis.url.get_secret_value()
     else:
         redis_url = redis_server.start() if start else None

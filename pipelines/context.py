@@ -31,7 +31,7 @@ class PipelineContext:
     @classmethod
     def from_settings(cls, settings: Settings, *, start_embedded: bool = True) -> PipelineContext:
         """Resolve the database (starting the embedded one if needed)."""
-        urls = resolve_services(settings, start=start_embedded)
+        urls = resolve_services(settings, start=start_embedded, redis=False)
         return cls(settings=settings, database=Database(urls.database_url, settings.database))
 
     @cached_property

@@ -23,7 +23,7 @@ def _url() -> str:
         from core.config import get_settings
         from core.embedded import resolve_services
 
-        url = resolve_services(get_settings(), start=False).database_url
+        url = resolve_services(get_settings(), start=False, redis=False).database_url
     return normalize_url(url).render_as_string(hide_password=False)
 
 

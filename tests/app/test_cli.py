@@ -97,9 +97,11 @@ def test_bad_arguments_give_one_line(args: tuple[str, ...], needle: str) -> None
     assert "Traceback" not in result.stderr
 
 
-def test_unreachable_database_is_one_line_without_secret() -> None:
-    env = _clean_env(COPILOT_DATABASE__URL="postgresql://owner:hunter2@127.0.0.1:9/copilot")
+def test_unreachable_database_is_one_line_without_secret(tmp_path: Path) -> None:
+    env = _clean_env(COPILOT_DATABASE__URL="postgresql://owner:hunter2@127.0.0.1:9/copilot", _CWD=str(tmp_path))
     result = run_cli("db", "migrate", env=env)
+    # A configured database means nothing embedded starts (and migrate needs no Redis).
+    assert not (tmp_path / ".copilot").exists()
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
