@@ -153,12 +153,11 @@ def test_attachments_are_extracted_and_bad_files_fail_alone(
     assert {c.source_id for c in chunks_of(engine, "note")} == captions
     assert summary.notes == len(captions)
 
-    # A second run only looks at the voice note again, once, and writes nothing.
-    started = time.perf_counter()
+    # A second run only looks at the voice note again, once, and writes nothing
+    # (no OCR ran: ocr_images counts every image read).
     again = extract_text(ctx, landing.root)
     assert (again.attachments_pending, again.attachments_done, again.attachments_failed) == (1, 0, 0)
     assert (again.chunks_written, again.chunks_deleted, again.ocr_images) == (0, 0, 0)
-    assert time.perf_counter() - started < 2
 
     # With a transcriber the voice note is done.
     calls: list[tuple[int, str]] = []
