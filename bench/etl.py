@@ -49,19 +49,6 @@ def _generate(out: Path, rows: int) -> dict[str, Any]:
     }
 
 
-def _fresh_database(server_url: str, name: str) -> str:
-    from sqlalchemy import create_engine, pool, text
-
-    from core.db.engine import normalize_url
-
-    admin = create_engine(normalize_url(server_url), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return normalize_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
 def _raw_copy(url: str, landing: Path) -> tuple[int, float]:
     import psycopg
 
@@ -92,12 +79,13 @@ def _run_scale(rows: int, server_url: str, workdir: str, queue: Any) -> None:
     """Child process: raw COPY, then ingest; report timings and peak RSS."""
     from core.config import DatabaseSettings, Settings
     from core.db import Database
+    from core.db.admin import create_database
     from core.db.migrate import migrate
     from pipelines.context import PipelineContext
     from pipelines.ingest import ingest_dataset
 
     landing = Path(workdir) / f"landing-{rows}"
-    url = _fresh_database(server_url, f"bench_etl_{rows}")
+    url = create_database(server_url, f"bench_etl_{rows}")
     settings = DatabaseSettings(pool_size=2)
     migrate(url, settings)
     copy_rows, copy_seconds = _raw_copy(url, landing)

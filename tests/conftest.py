@@ -13,6 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from core.config import DatabaseSettings
+from core.db.admin import create_database, drop_database
 from core.db.engine import normalize_url
 from core.db.migrate import migrate
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -51,31 +53,23 @@ def db_settings() -> DatabaseSettings:
     return DatabaseSettings(app_user=TEST_APP_USER, pool_size=5)
 
 
-def create_database(server_url: str, name: str) -> str:
-    """Create database ``name`` on the server and return its URL."""
-    admin = create_engine(normalize_url(server_url), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return normalize_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(server_url: str, name: str) -> None:
-    admin = create_engine(normalize_url(server_url), poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+@contextmanager
+def migrated_database(server_url: str, settings: DatabaseSettings, prefix: str) -> Iterator[str]:
+    """A fresh database on the test server, migrated to head, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    url = create_database(server_url, name)
+    try:
+        migrate(url, settings)
+        yield url
+    finally:
+        drop_database(server_url, name)
 
 
 @pytest.fixture(scope="session")
 def database_url(pg_server_url: str, db_settings: DatabaseSettings) -> Iterator[str]:
     """A freshly migrated database for this test session (owner URL)."""
-    name = f"copilot_test_{uuid.uuid4().hex[:8]}"
-    url = create_database(pg_server_url, name)
-    migrate(url, db_settings)
-    yield url
-    drop_database(pg_server_url, name)
+    with migrated_database(pg_server_url, db_settings, "copilot_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,8 @@ from sqlalchemy import create_engine, pool, text
 
 from core.config import DatabaseSettings, Settings
 from core.db.engine import normalize_url
-from core.db.migrate import migrate
 from pipelines.synthetic import GenerateConfig, generate
-from tests.conftest import create_database, drop_database
+from tests.conftest import migrated_database
 from tests.dags.conftest import child_env, requires_airflow, run_probe
 
 pytestmark = requires_airflow
@@ -27,11 +25,8 @@ DATASETS = ("merchants", "products", "transactions", "reviews", "attachments")
 @pytest.fixture(scope="module")
 def project_db(pg_server_url: str, db_settings: DatabaseSettings) -> Iterator[str]:
     """A fresh, migrated project database the DAG's tasks write to."""
-    name = f"copilot_dag_{uuid.uuid4().hex[:8]}"
-    url = create_database(pg_server_url, name)
-    migrate(url, db_settings)
-    yield url
-    drop_database(pg_server_url, name)
+    with migrated_database(pg_server_url, db_settings, "copilot_dag") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ the queue rows a loader writes.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -18,9 +17,8 @@ from sqlalchemy import Engine, text
 
 from core.config import DatabaseSettings, Settings
 from core.db import Database
-from core.db.migrate import migrate
 from pipelines.context import PipelineContext
-from tests.conftest import create_database, drop_database
+from tests.conftest import migrated_database
 from tests.pipelines.aggregates.scenario import Scenario
 
 FACT_TABLES = "merchants, transactions, transaction_items, daily_metrics, hourly_metrics, daily_product_metrics"
@@ -28,11 +26,8 @@ FACT_TABLES = "merchants, transactions, transaction_items, daily_metrics, hourly
 
 @pytest.fixture(scope="session")
 def aggregates_database_url(pg_server_url: str, db_settings: DatabaseSettings) -> Iterator[str]:
-    name = f"copilot_agg_{uuid.uuid4().hex[:8]}"
-    url = create_database(pg_server_url, name)
-    migrate(url, db_settings)
-    yield url
-    drop_database(pg_server_url, name)
+    with migrated_database(pg_server_url, db_settings, "copilot_agg") as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,11 +22,10 @@ from sqlalchemy import Engine, insert, text
 import core.models  # noqa: F401  (registers every table)
 from core.config import DatabaseSettings, Settings
 from core.db import Base, Database
-from core.db.migrate import migrate
 from pipelines.context import PipelineContext
 from pipelines.landing import FolderRoot
 from pipelines.synthetic import GenerateConfig, generate
-from tests.conftest import create_database, drop_database
+from tests.conftest import migrated_database
 
 T0 = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
 TABLES = Base.metadata.tables
@@ -35,11 +33,8 @@ TABLES = Base.metadata.tables
 
 @pytest.fixture(scope="session")
 def text_database_url(pg_server_url: str, db_settings: DatabaseSettings) -> Iterator[str]:
-    name = f"copilot_text_{uuid.uuid4().hex[:8]}"
-    url = create_database(pg_server_url, name)
-    migrate(url, db_settings)
-    yield url
-    drop_database(pg_server_url, name)
+    with migrated_database(pg_server_url, db_settings, "copilot_text") as url:
+        yield url
 
 
 @pytest.fixture
