@@ -10,9 +10,10 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, chain, dag, task
+from airflow.sdk import chain, dag, task
 
 from core.config import get_settings
+from dags._common import landing_root_param, retry_args
 from pipelines import tasks
 from pipelines.landing import DATASETS
 
@@ -43,21 +44,8 @@ Trigger: UI *Trigger* (set `landing_root`), or
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=30),
-        "execution_timeout": timedelta(hours=12),
-    },
-    params={
-        "landing_root": Param(
-            get_settings().pipelines.landing_root,
-            type="string",
-            minLength=1,
-            description="Landing root: a folder or s3://bucket/prefix (DATA_CONTRACT.md layout).",
-        ),
-    },
+    default_args=retry_args(execution_timeout=timedelta(hours=12)),
+    params=landing_root_param(),
     tags=["merchant-copilot", "ingest", "backfill"],
     doc_md=DOC_MD,
 )
