@@ -12,8 +12,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import chain, dag, task
 
-from core.config import get_settings
-from dags._common import landing_root_param, retry_args
+from dags._common import embed_chunks, extract_text, landing_root_param, quality_check, refresh_aggregates, retry_args
 from pipelines import tasks
 from pipelines.landing import DATASETS
 
@@ -53,23 +52,6 @@ def merchant_backfill() -> None:
     @task
     def ingest(root: str, dataset: str) -> dict[str, Any]:
         return tasks.ingest_dataset(root, dataset, None)
-
-    # A data-quality failure does not go away by retrying.
-    @task(retries=0)
-    def quality_check(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-        return tasks.check_quality(summaries, max_quarantine_ratio=get_settings().pipelines.max_quarantine_ratio)
-
-    @task
-    def refresh_aggregates() -> dict[str, Any]:
-        return tasks.refresh_aggregates()
-
-    @task
-    def extract_text(root: str) -> dict[str, Any]:
-        return tasks.extract_text(root)
-
-    @task
-    def embed_chunks() -> dict[str, Any]:
-        return tasks.embed_chunks()
 
     root = "{{ params.landing_root }}"
     loads = [ingest.override(task_id=f"ingest_{name}")(root, name) for name in DATASETS]

@@ -13,8 +13,7 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from core.config import get_settings
-from dags._common import landing_root_param, retry_args
+from dags._common import embed_chunks, extract_text, landing_root_param, quality_check, refresh_aggregates, retry_args
 from pipelines import tasks
 from pipelines.landing import DATASETS
 
@@ -77,23 +76,6 @@ def merchant_daily() -> None:
     @task(depends_on_past=True)
     def ingest(root: str, dataset: str, day: str) -> dict[str, Any]:
         return tasks.ingest_dataset(root, dataset, _partition(day))
-
-    # A data-quality failure does not go away by retrying.
-    @task(retries=0)
-    def quality_check(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-        return tasks.check_quality(summaries, max_quarantine_ratio=get_settings().pipelines.max_quarantine_ratio)
-
-    @task
-    def refresh_aggregates() -> dict[str, Any]:
-        return tasks.refresh_aggregates()
-
-    @task
-    def extract_text(root: str) -> dict[str, Any]:
-        return tasks.extract_text(root)
-
-    @task
-    def embed_chunks() -> dict[str, Any]:
-        return tasks.embed_chunks()
 
     @task
     def trigger_insights(day: str) -> dict[str, Any]:
