@@ -78,6 +78,50 @@ class PipelineSettings(BaseModel):
     embedding_batch_size: int = Field(default=64, ge=1, le=2048)
 
 
+class LangfuseSettings(BaseModel):
+    """Where traces go (Langfuse's OpenTelemetry endpoint). Off unless keys are set."""
+
+    enabled: bool = True
+    host: str = "http://127.0.0.1:3000"
+    public_key: str | None = None
+    secret_key: SecretStr | None = None
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    export_timeout_s: float = Field(default=5.0, gt=0)
+    max_queue_size: int = Field(default=10_000, ge=1)
+
+    @property
+    def active(self) -> bool:
+        """True when tracing is enabled and has credentials."""
+        return self.enabled and self.public_key is not None and self.secret_key is not None
+
+
+class GatewaySettings(BaseModel):
+    """The LLM gateway service and its clients.
+
+    ``config_file`` is the routing YAML (model aliases → deployments); without
+    it the built-in offline model and local embedder serve every call.
+    ``url``/``api_key`` are what clients (orchestrator, pipelines, evals) use to
+    reach a remote gateway; without ``url`` they call it in-process.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=4000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    config_file: Path | None = None
+    key_pepper: SecretStr | None = None
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bootstrap secret allowed to create the first admin key."
+    )
+    url: str | None = None
+    api_key: SecretStr | None = None
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    max_tokens_cap: int = Field(default=16_384, ge=1)
+    cache_ttl_s: int = Field(default=3600, ge=1)
+    usage_spool_dir: Path = Path(".copilot/usage-spool")
+    usage_batch_size: int = Field(default=500, ge=1)
+    usage_flush_interval_s: float = Field(default=1.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Root settings object shared by every entrypoint."""
 
@@ -96,6 +140,8 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     pipelines: PipelineSettings = PipelineSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    langfuse: LangfuseSettings = LangfuseSettings()
 
     @model_validator(mode="after")
     def _refuse_dev_defaults_in_production(self) -> Settings:
