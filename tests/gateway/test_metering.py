@@ -39,6 +39,14 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(main())
 
 
+async def eventually(condition: Callable[[], bool], attempts: int = 1000) -> None:
+    """Poll ``condition`` (bounded: about 20 s); the caller asserts the outcome."""
+    for _ in range(attempts):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+
+
 def closed_port() -> int:
     """A TCP port on 127.0.0.1 nothing listens on (connections are refused)."""
     with socket.socket() as sock:
@@ -157,9 +165,7 @@ def test_background_flusher_writes_without_explicit_flush(
         await recorder.start()
         for e in events:
             recorder.record(e)
-        deadline = asyncio.get_running_loop().time() + 20
-        while recorder.pending and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: recorder.pending == 0)
         pending = recorder.pending
         # Not closed yet: the rows are there because the background task wrote them.
         assert len(rows_of(admin_engine, tenant)) == 5
@@ -230,17 +236,13 @@ def test_database_down_spools_then_a_new_recorder_replays_without_duplicates(
     assert spool_files(tmp_path) == []
 
 
-def test_flusher_spools_during_an_outage_and_keeps_memory_small(
-    down_url: str, tenant: str, tmp_path: Path
-) -> None:
+def test_flusher_spools_during_an_outage_and_keeps_memory_small(down_url: str, tenant: str, tmp_path: Path) -> None:
     async def main() -> tuple[int, int]:
         recorder = UsageRecorder(down_url, spool_dir=tmp_path, flush_interval_s=0.02, max_backoff_s=0.05)
         await recorder.start()
         for _ in range(20):
             recorder.record(event(tenant))
-        deadline = asyncio.get_running_loop().time() + 20
-        while recorder.stats["spooled"] < 20 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: recorder.stats["spooled"] >= 20)
         pending, failures = recorder.pending, recorder.stats["write_failures"]
         await recorder.aclose()
         return pending, failures
@@ -377,7 +379,7 @@ def period_rows(database_url: str, tenant: str, tmp_path: Path) -> tuple[str, li
     other = f"{tenant}-other"
     events = [
         event(tenant, created_at=start, cost_micros_usd=1_500_000),  # first instant: included
-        event(tenant, created_at=start + timedelta(days=3), cost_micros_usd=7, key_id=None, error="a, \"quoted\"\nerror"),
+        event(tenant, created_at=start + timedelta(days=3), cost_micros_usd=7, key_id=None, error='a, "quoted"\nerror'),
         event(other, created_at=start + timedelta(days=2), cost_micros_usd=20),
         event(tenant, created_at=end - timedelta(microseconds=1), cost_micros_usd=123_456),  # last instant
         event(tenant, created_at=start - timedelta(microseconds=1), cost_micros_usd=5),  # before: excluded
