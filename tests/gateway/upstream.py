@@ -54,6 +54,7 @@ import socket
 import struct
 import threading
 import time
+import typing
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,9 +93,37 @@ _ERROR_TYPES = {
 }
 
 _VOCABULARY = (
-    "sales revenue grew steadily this week while refunds stayed low and the best product was coffee "
-    "beans customers returned often on weekends average basket rose slightly compared with last month"
-).split()
+    "sales",
+    "revenue",
+    "grew",
+    "steadily",
+    "this",
+    "week",
+    "while",
+    "refunds",
+    "stayed",
+    "low",
+    "and",
+    "the",
+    "best",
+    "product",
+    "was",
+    "coffee",
+    "beans",
+    "customers",
+    "returned",
+    "often",
+    "on",
+    "weekends",
+    "average",
+    "basket",
+    "rose",
+    "slightly",
+    "compared",
+    "with",
+    "last",
+    "month",
+)
 
 
 @dataclass(frozen=True)
@@ -264,10 +293,9 @@ class _Connection(asyncio.Protocol):
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.server.connections.add(self)
-        sock = transport.get_extra_info("socket")
+        sock = self.transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -330,9 +358,7 @@ class _Connection(asyncio.Protocol):
             self.task = None
 
     # writing
-    def _write(
-        self, status: int, payload: Any, *, keep_alive: bool, headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
+    def _write(self, status: int, payload: Any, *, keep_alive: bool, headers: Iterable[tuple[str, str]] = ()) -> None:
         if self.transport is None:
             return
         body = orjson.dumps(payload)
@@ -403,7 +429,8 @@ class _Server:
     def _route(self, request: _Request, conn: _Connection) -> Awaitable[None] | None:
         path = request.path.rstrip("/")
         if path.startswith("/_upstream/"):
-            return self._control(request, conn, path)
+            self._control(request, conn, path)
+            return None
         azure_deployment: str | None = None
         if path.startswith("/openai/deployments/"):
             parts = path.split("/")
@@ -583,7 +610,8 @@ class _Server:
         inputs: list[Any] = raw if isinstance(raw, list) and raw and not isinstance(raw[0], int) else [raw]
         if not inputs or any(i is None or i == "" for i in inputs):
             raise _Failure(400, "'input' must be a non-empty string or array")
-        dimensions = body.get("dimensions") if isinstance(body.get("dimensions"), int) else 16
+        requested = body.get("dimensions")
+        dimensions = requested if isinstance(requested, int) and requested > 0 else 16
         texts = [i if isinstance(i, str) else " ".join(map(str, i)) for i in inputs]
         data = []
         for index, text in enumerate(texts):
@@ -603,9 +631,7 @@ class _Server:
     def _send(self, request: _Request, conn: _Connection, payload: dict[str, Any]) -> None:
         conn._write(200, payload, keep_alive=request.keep_alive)
 
-    async def _later(
-        self, request: _Request, conn: _Connection, behaviour: Behaviour, model: str, answer: Any
-    ) -> None:
+    async def _later(self, request: _Request, conn: _Connection, behaviour: Behaviour, model: str, answer: Any) -> None:
         if behaviour.latency_s:
             await asyncio.sleep(behaviour.latency_s)
         if behaviour.hang:
@@ -628,7 +654,9 @@ class _Server:
             model = body.pop("model", ANY_MODEL)
             state.behaviours[model] = Behaviour(**body)
         elif action == "fail_next":
-            _set_fail_next(state, body.get("model", ANY_MODEL), body["n"], body.get("status", 500), body.get("retry_after"))
+            _set_fail_next(
+                state, body.get("model", ANY_MODEL), body["n"], body.get("status", 500), body.get("retry_after")
+            )
         else:
             raise _Failure(404, f"no control {action}")
         conn._write(200, {"ok": True}, keep_alive=request.keep_alive)
