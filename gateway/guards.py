@@ -58,15 +58,6 @@ class InvalidRequestError(GatewayError):
     error_type = "invalid_request_error"
 
 
-class ModelNotFoundError(GatewayError):
-    """The model alias is not configured (or not for this endpoint)."""
-
-    status = 404
-    code = "model_not_found"
-    title = "Model not found"
-    error_type = "invalid_request_error"
-
-
 @dataclass(frozen=True, slots=True)
 class Guards:
     """Limits on what one request may ask for.
