@@ -50,9 +50,21 @@ Timeouts and streams
 
 Events
     ``on_event(name, fields)`` is called (and the same event logged, never with
-    secrets) on ``router.attempt.failed``, ``router.retry``,
-    ``router.fallback``, ``router.circuit.opened``, ``router.circuit.half_open``
-    and ``router.circuit.closed``; fields include ``alias`` and ``deployment``.
+    secrets) with these fields:
+
+    ==========================  ==================================================================
+    event                       fields
+    ==========================  ==================================================================
+    router.attempt.succeeded    alias, deployment, duration_s (to the first frame for streams)
+    router.attempt.failed       alias, deployment, provider, status, reason (``timeout``, ``429``,
+                                ``5xx``, ``4xx``, ``other``), retryable, attempt, duration_s, error
+    router.retry                alias, deployment, attempt (number of the coming try), delay_s
+    router.fallback.tried       alias (asked for), fallback, previous, status (of the last failure)
+    router.fallback.used        alias (asked for), fallback, deployment
+    router.circuit.opened       alias, deployment, state, consecutive_failures, cooldown_s
+    router.circuit.half_open    alias, deployment, state
+    router.circuit.closed       alias, deployment, state
+    ==========================  ==================================================================
 """
 
 from __future__ import annotations
@@ -261,6 +273,19 @@ class RoutedStream:
             lease.release()
 
 
+def _reason(status: int) -> str:
+    """A small, fixed vocabulary for metrics labels."""
+    if status == 504:
+        return "timeout"
+    if status == 429:
+        return "429"
+    if 500 <= status < 600:
+        return "5xx"
+    if 400 <= status < 500:
+        return "4xx"
+    return "other"
+
+
 async def _aclose_quietly(iterator: AsyncIterator[bytes]) -> None:
     close = getattr(iterator, "aclose", None)
     if close is None:
@@ -445,7 +470,7 @@ class Router:
             group = self._groups[name]
             if position > 0:
                 self._emit(
-                    "router.fallback",
+                    "router.fallback.tried",
                     logging.INFO,
                     alias=alias,
                     fallback=name,
@@ -498,9 +523,11 @@ class Router:
                 except BaseException:
                     lease.release()
                     raise
-                self._record_success(lease)
+                self._record_success(lease, alias=name)
                 if not hand_off:
                     lease.release()
+                if position > 0:
+                    self._emit("router.fallback.used", logging.INFO, alias=alias, fallback=name, deployment=state.name)
                 return lease, result
         if last_error is not None:
             raise last_error
@@ -572,12 +599,19 @@ class Router:
         state.in_flight += 1
         if trial:
             state.trial = True
-            self._emit("router.circuit.half_open", logging.INFO, alias=state.deployment.alias, deployment=state.name)
+            self._emit(
+                "router.circuit.half_open",
+                logging.INFO,
+                alias=state.deployment.alias,
+                deployment=state.name,
+                state="half-open",
+            )
         return _Lease(self, state, trial=trial)
 
-    def _record_success(self, lease: _Lease) -> None:
+    def _record_success(self, lease: _Lease, *, alias: str) -> None:
         state = lease.state
         sample = max(0.0, self._clock() - lease.started_at)
+        self._emit("router.attempt.succeeded", logging.DEBUG, alias=alias, deployment=state.name, duration_s=sample)
         if state.ewma_s is None or state.stale_latency:
             state.ewma_s = sample
             state.stale_latency = False
@@ -594,7 +628,13 @@ class Router:
             state.trial = False
         if state.opened_at is not None:
             state.opened_at = None
-            self._emit("router.circuit.closed", logging.INFO, alias=state.deployment.alias, deployment=state.name)
+            self._emit(
+                "router.circuit.closed",
+                logging.INFO,
+                alias=state.deployment.alias,
+                deployment=state.name,
+                state="closed",
+            )
 
     def _record_failure(self, lease: _Lease, error: UpstreamError, *, alias: str, attempt: int | None) -> None:
         state = lease.state
@@ -606,8 +646,10 @@ class Router:
             deployment=state.name,
             provider=state.deployment.provider,
             status=error.status,
+            reason=_reason(error.status),
             retryable=error.retryable,
             attempt=attempt,
+            duration_s=max(0.0, self._clock() - lease.started_at),
             error=str(error)[:200],
         )
         if not error.retryable:
@@ -625,6 +667,7 @@ class Router:
                 logging.WARNING,
                 alias=state.deployment.alias,
                 deployment=state.name,
+                state="open",
                 consecutive_failures=state.consecutive_failures,
                 cooldown_s=self._policy.circuit_breaker.cooldown_s,
             )

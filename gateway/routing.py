@@ -56,11 +56,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from core.errors import ConfigurationError
 from gateway.providers.base import Deployment, Mode, ProviderKind
@@ -241,6 +242,12 @@ class _DeploymentSpec(BaseModel):
     cost_model: str | None = None
     extra_headers: dict[str, str] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("api_version", mode="before")
+    @classmethod
+    def _unquoted_date(cls, value: object) -> object:
+        # YAML reads an unquoted 2024-10-21 as a date; Azure API versions look exactly like that.
+        return value.isoformat() if isinstance(value, date) else value
 
 
 class _GroupSpec(BaseModel):
@@ -471,9 +478,9 @@ def _find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:
 
 
 _MESSAGES = {
-    "greater_than": "must be > {gt}",
-    "greater_than_equal": "must be >= {ge}",
-    "less_than_equal": "must be <= {le}",
+    "greater_than": "must be > {gt:g}",
+    "greater_than_equal": "must be >= {ge:g}",
+    "less_than_equal": "must be <= {le:g}",
     "missing": "is required",
     "extra_forbidden": "unknown key",
     "too_short": "must not be empty",
