@@ -40,7 +40,8 @@ Plaintext keys appear only in the bodies of create and rotate responses;
 they are never logged and never listed.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: the routes are closures whose annotations
+# name local dependencies, and FastAPI resolves string annotations in module globals only.
 
 import hmac
 import logging
@@ -140,7 +141,7 @@ class KeyOut(BaseModel):
     active: bool = Field(description="Neither revoked nor expired now.")
 
     @classmethod
-    def from_record(cls, record: ApiKeyRecord, now: datetime) -> KeyOut:
+    def from_record(cls, record: ApiKeyRecord, now: datetime) -> "KeyOut":
         """The public view of ``record`` at ``now``."""
         return cls(
             key_id=record.key_id,
@@ -186,7 +187,7 @@ class _Expiry(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _one_expiry(self) -> _Expiry:
+    def _one_expiry(self) -> "_Expiry":
         if self.expires_at is not None and self.expires_in_s is not None:
             raise ValueError("give expires_at or expires_in_s, not both")
         return self
@@ -432,9 +433,7 @@ def build_admin_router(
         now = clock()
         keep_expiry = not ({"expires_at", "expires_in_s"} & body.model_fields_set)
         kwargs: dict[str, Any] = {} if keep_expiry else {"expires_at": body.resolve(now)}
-        record, plaintext = await run_in_threadpool(
-            store.rotate, key_id, timedelta(seconds=body.overlap_s), **kwargs
-        )
+        record, plaintext = await run_in_threadpool(store.rotate, key_id, timedelta(seconds=body.overlap_s), **kwargs)
         previous = await run_in_threadpool(store.get, key_id)
         logger.info(
             "admin.key_rotated",
