@@ -21,6 +21,7 @@ from gateway.admin import build_admin_router
 from gateway.keys import KeyAuthenticator, KeyStore, Role, parse_key
 
 BOOTSTRAP = "bootstrap-admin-token-for-tests"
+BOOTSTRAP_SECRET = SecretStr(BOOTSTRAP)
 PEPPER = SecretStr("admin-api-test-pepper")
 
 Scenario = Callable[[httpx.AsyncClient], Awaitable[None]]
@@ -42,7 +43,7 @@ def other_tenant(admin_engine: Engine) -> Iterator[str]:
 
 @asynccontextmanager
 async def gateway_client(
-    store: KeyStore, redis_url: str, *, bootstrap: SecretStr | None = SecretStr(BOOTSTRAP)
+    store: KeyStore, redis_url: str, *, bootstrap: SecretStr | None = BOOTSTRAP_SECRET
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A minimal gateway app: the admin router plus a model-ish route, both on one real authenticator."""
     redis_async = redis.asyncio.Redis.from_url(redis_url)
