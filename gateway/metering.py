@@ -847,9 +847,14 @@ def _rows(
         raise ServiceUnavailableError(f"cannot reach the database: {_short(exc)}") from exc
     with conn, conn.cursor(name=f"usage_export_{uuid.uuid4().hex[:8]}") as cursor:
         cursor.itersize = fetch_size
-        cursor.execute(_EXPORT_SELECT, {"start": start, "end": end, "tenant": tenant_id})
-        while chunk := cursor.fetchmany(fetch_size):
-            yield chunk
+        try:
+            cursor.execute(_EXPORT_SELECT, {"start": start, "end": end, "tenant": tenant_id})
+            while chunk := cursor.fetchmany(fetch_size):
+                yield chunk
+        except psycopg.errors.UndefinedTable as exc:
+            raise UsageExportError("the database has no usage_records table: run `copilot db migrate`") from exc
+        except psycopg.OperationalError as exc:
+            raise ServiceUnavailableError(f"usage export failed: {_short(exc)}") from exc
 
 
 def _write_export(
