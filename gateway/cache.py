@@ -165,7 +165,7 @@ def _frame(payload: Mapping[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
-def completion_as_sse(body: bytes, *, include_usage: bool = True, done: bool = True) -> list[bytes]:
+def completion_as_sse(body: bytes, *, include_usage: bool = True, done: bool = False) -> list[bytes]:
     """A cached ``chat.completion`` body as the SSE frames of a stream of the same answer.
 
     Per choice: a first chunk with the role and the whole content (and
@@ -173,7 +173,7 @@ def completion_as_sse(body: bytes, *, include_usage: bool = True, done: bool = T
     then a chunk with ``finish_reason``. Then, with ``include_usage``, a last
     chunk with empty ``choices`` and the usage (as OpenAI sends when
     ``stream_options.include_usage`` is set), and with ``done`` the
-    ``data: [DONE]`` terminator.
+    ``data: [DONE]`` terminator (off by default: the streaming path adds its own).
 
     Raises:
         ValueError: ``body`` is not a chat.completion JSON object.

@@ -180,7 +180,7 @@ def accumulate(frames: list[bytes]) -> Any:
 
 def test_sse_round_trips_content_and_usage() -> None:
     text = "Yesterday you sold 1,234.50 EUR across 87 orders — up 12% on the week. «ok»"
-    final, chunks = accumulate(completion_as_sse(completion({"role": "assistant", "content": text}, "stop")))
+    final, chunks = accumulate(completion_as_sse(completion({"role": "assistant", "content": text}, "stop"), done=True))
     assert final.choices[0].message.content == text
     assert final.choices[0].finish_reason == "stop"
     assert final.usage is not None and (final.usage.prompt_tokens, final.usage.completion_tokens) == (12, 7)
@@ -194,7 +194,7 @@ def test_sse_round_trips_tool_calls() -> None:
         {"id": "call_2", "type": "function", "function": {"name": "top_products", "arguments": '{"limit":3}'}},
     ]
     body = completion({"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls")
-    final, _ = accumulate(completion_as_sse(body))
+    final, _ = accumulate(completion_as_sse(body, done=True))
     message = final.choices[0].message
     assert final.choices[0].finish_reason == "tool_calls"
     assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls] == [
@@ -204,8 +204,9 @@ def test_sse_round_trips_tool_calls() -> None:
 
 def test_sse_options_and_bad_bodies() -> None:
     body = completion({"role": "assistant", "content": "hi"}, "length")
-    frames = completion_as_sse(body, include_usage=False, done=False)
+    frames = completion_as_sse(body, include_usage=False)
     assert [json.loads(f[6:])["choices"][0]["finish_reason"] for f in frames] == [None, "length"]
+    assert b"[DONE]" not in b"".join(completion_as_sse(body))
     for bad in (b"not json", b"[]", b'{"object":"list","data":[]}'):
         with pytest.raises(ValueError):
             completion_as_sse(bad)
