@@ -15,7 +15,8 @@ Picking a deployment
     latency; a deployment never measured goes first, and a share
     ``router.latency_exploration`` of picks is random so a slow or recovered
     deployment gets measured again). Latency is the whole call, or the time
-    to the first frame for streams.
+    to the first frame for streams. A retry keeps its in-flight slot while it
+    waits out its backoff.
 
 Retries
     Only :class:`~gateway.providers.base.UpstreamError` with ``retryable``
@@ -26,6 +27,8 @@ Retries
     upstream's ``Retry-After`` (also capped at ``max_backoff_s``). A
     non-retryable error (400, 401, 403, 404, 422) is returned at once, with no
     retry and no fallback: another upstream would refuse the same request.
+    Anything else a provider raises is a bug and propagates unchanged (its
+    slot is released; the circuit is not charged).
 
 Circuit breaker (per deployment)
     ``closed`` → ``open`` after ``failure_threshold`` consecutive retryable
