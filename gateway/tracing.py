@@ -10,12 +10,17 @@ Langfuse SDK's span processor batches and exports them over OTLP/HTTP.
 Why not ``Langfuse.start_observation``: the v5 client cannot set an
 observation's start time (it always starts "now"), and the records are turned
 into spans after the call finished. So the worker uses an OpenTelemetry tracer
-named like the SDK's (``langfuse-sdk``, scoped to the public key) with
-:class:`langfuse.LangfuseOtelSpanAttributes` names, and exports through the
-SDK's ``LangfuseSpanProcessor``. Each :class:`Tracer` owns its own
-``TracerProvider``: nothing global is registered, so several tracers can live
-in one process (tests), and the ``Langfuse`` client singleton (one per public
-key) is not involved.
+named and scoped like the SDK's (``langfuse-sdk``, ``public_key`` scope
+attribute) with :class:`langfuse.LangfuseOtelSpanAttributes` names, and an
+OTLP/HTTP exporter configured as the SDK configures its own (endpoint, basic
+auth, ``x-langfuse-*`` headers, gzip). The spans are exported by a plain
+``BatchSpanProcessor``: the SDK's ``LangfuseSpanProcessor`` doubled the CPU
+cost of each span (context propagation and app-root bookkeeping), and for
+these spans its only effect is ``langfuse.internal.is_app_root = true`` (none
+has a parent exported by the same processor), which we set ourselves. Each
+:class:`Tracer` owns its ``TracerProvider``: nothing global is registered, so
+several tracers can live in one process (tests), and the ``Langfuse`` client
+singleton (one per public key) is not involved.
 
 Tracing never fails or slows a call: ``record`` never raises, a full queue
 drops the record and counts it, and exporter failures (Langfuse down, 5xx)
@@ -25,6 +30,7 @@ are logged at most once per interval by the worker threads.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import re
@@ -40,7 +46,6 @@ from typing import Any, Literal
 import orjson
 from langfuse import Langfuse, LangfuseOtelSpanAttributes
 from langfuse._client.resource_manager import LangfuseResourceManager
-from langfuse._client.span_processor import LangfuseSpanProcessor
 from langfuse._version import __version__ as _langfuse_version
 from opentelemetry import trace as otel_trace
 from opentelemetry.context import Context
@@ -48,7 +53,7 @@ from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -220,10 +225,8 @@ class _GuardedExporter(SpanExporter):
         return result
 
     def shutdown(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # shutting down: nothing useful to do with it
             self._inner.shutdown()
-        except Exception:  # noqa: S110 (shutting down: nothing useful to do with it)
-            pass
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self._inner.force_flush(timeout_millis)
@@ -265,6 +268,7 @@ def _iso(ns: int) -> str:
 def _span_attributes(rec: GenerationRecord, *, max_field_chars: int, environment: str | None) -> dict[str, Any]:
     """The Langfuse attributes of one generation (names from ``LangfuseOtelSpanAttributes``)."""
     attrs: dict[str, Any] = {
+        A.IS_APP_ROOT: True,  # what LangfuseSpanProcessor marks on a span without a locally exported parent
         A.OBSERVATION_TYPE: rec.observation_type,
         A.OBSERVATION_MODEL: rec.provider_model or rec.model,
         A.OBSERVATION_USAGE_DETAILS: _json(
@@ -303,14 +307,12 @@ def _span_attributes(rec: GenerationRecord, *, max_field_chars: int, environment
     metadata: dict[str, Any] = {
         "model_alias": rec.model,
         "deployment": rec.deployment,
-        "provider_model": rec.provider_model,
         "key_id": rec.key_id,
         "tenant_id": rec.tenant_id,
         "merchant_id": rec.merchant_id,
         "request_id": rec.request_id,
         "stream": rec.stream,
         "cache_hit": rec.cache_hit,
-        "status": rec.status,
     }
     # The SDK JSON-encodes every metadata value (strings included); the server decodes them.
     for key, value in metadata.items():
@@ -330,13 +332,17 @@ class Tracer:
         environment: Langfuse environment (lowercase ``[a-z0-9_-]``; others are ignored).
         release: Langfuse release, e.g. the deployed version.
         max_field_chars: Bound on the serialized input, output and error message.
-        flush_interval_s: How often the SDK's batch processor exports.
+        flush_interval_s: How often the batch span processor exports.
         log_interval_s: Exporter failures are logged at most once per this interval.
         on_drop: Called (on the request path) each time a record is dropped
             because the queue is full, e.g. to count it in Prometheus.
 
     The caller's W3C ``traceparent`` decides sampling when present (parent
     based); ``settings.sample_rate`` applies to traces that start here.
+    Memory is bounded by two queues of ``settings.max_queue_size``: records
+    waiting for the worker (full: dropped and counted in ``dropped``) and
+    spans waiting for export (full while Langfuse is slow or down: the
+    OpenTelemetry batch processor drops the oldest and logs it).
     """
 
     def __init__(
@@ -395,13 +401,12 @@ class Tracer:
             compression=Compression.Gzip,
         )
         self._provider.add_span_processor(
-            LangfuseSpanProcessor(
-                public_key=public_key,
-                secret_key=secret_key,
-                base_url=host,
-                timeout=max(1, round(settings.export_timeout_s)),
-                flush_interval=flush_interval_s,
-                span_exporter=_GuardedExporter(exporter, self.stats, log_interval_s=log_interval_s),
+            BatchSpanProcessor(
+                _GuardedExporter(exporter, self.stats, log_interval_s=log_interval_s),
+                max_queue_size=settings.max_queue_size,
+                schedule_delay_millis=flush_interval_s * 1000,
+                max_export_batch_size=min(512, settings.max_queue_size),
+                export_timeout_millis=settings.export_timeout_s * 1000,
             )
         )
         self._otel = self._provider.get_tracer(
@@ -517,6 +522,9 @@ class Tracer:
                 self.stats.errors += 1
                 if self.stats.errors == 1 or self.stats.errors % 1000 == 0:
                     logger.exception("tracing.record_failed", extra={"errors": self.stats.errors})
+            # Release the GIL after each record: a waiting event loop gets it now
+            # rather than after the interpreter's 5 ms switch interval.
+            time.sleep(0)
 
     def _export(self, rec: GenerationRecord) -> None:
         assert self._otel is not None
