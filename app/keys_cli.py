@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="LLM gateway API keys: create, list, rotate, revoke (on the database directly).",
     no_args_is_help=True,
+    add_completion=False,
 )
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -275,7 +276,7 @@ def list_keys(
     console = Console()
     if not console.is_terminal:
         console = Console(width=240)  # piped: whole rows, so ids can be grepped and copied
-    table = Table(title=f"API keys{f' of {tenant}' if tenant else ''}{'' if show_all else ' (active)'} (times in UTC)")
+    table = Table(title=f"API keys{f' of {tenant}' if tenant else ''}{'' if show_all else ', active'} (times in UTC)")
     for column in ("id", "prefix", "name", "tenant", "role", "expires", "revoked", "last used"):
         table.add_column(column, no_wrap=column in ("id", "prefix"), overflow="fold")
     for r in records:
