@@ -84,9 +84,10 @@ def upstream_error(exc: BaseException, deployment: Deployment | None = None) -> 
     litellm = load_litellm()
     name = deployment.name if deployment else None
     message = str(getattr(exc, "message", None) or exc) or type(exc).__name__
-    if isinstance(exc, litellm.Timeout | asyncio.TimeoutError | TimeoutError):
+    transport = _transport_failure(exc)
+    if isinstance(exc, litellm.Timeout | asyncio.TimeoutError | TimeoutError) or transport == "timeout":
         status, retryable = 504, True
-    elif isinstance(exc, litellm.APIConnectionError):
+    elif isinstance(exc, litellm.APIConnectionError) or transport == "connection":
         status, retryable = 502, True
     elif isinstance(
         exc,
@@ -109,6 +110,23 @@ def upstream_error(exc: BaseException, deployment: Deployment | None = None) -> 
     return UpstreamError(
         message, status=status, retryable=retryable, body=body, retry_after=_retry_after(exc), deployment=name
     )
+
+
+def _transport_failure(exc: BaseException) -> str | None:
+    """``timeout``/``connection`` when the failure (or what it wraps) is a transport one."""
+    import httpx
+    import openai
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, openai.APITimeoutError | httpx.TimeoutException):
+            return "timeout"
+        if isinstance(current, openai.APIConnectionError | httpx.TransportError):
+            return "connection"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _is_upstream_failure(exc: BaseException) -> bool:
