@@ -475,7 +475,8 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
                 reason = str(status) if status != 200 else "truncated-stream"
                 errors[reason] = errors.get(reason, 0) + 1
                 continue
-            if t0 >= measure_from and t1 <= end:
+            # Completions inside the window count (a slow target's requests may start in the warm-up).
+            if measure_from <= t1 <= end:
                 in_window += 1
                 latencies.append(t1 - t0)
                 if stream:

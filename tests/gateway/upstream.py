@@ -244,6 +244,7 @@ class _State:
         self.log: collections.deque[RecordedRequest] = collections.deque(maxlen=log_size)
         self.total = 0
         self.ids = 0
+        self.connections_opened = 0
 
     def behaviour(self, model: str | None) -> Behaviour:
         found = self.behaviours.get(model or "") or self.behaviours.get(ANY_MODEL)
@@ -295,6 +296,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.server.connections.add(self)
+        self.server.state.connections_opened += 1
         sock = self.transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -645,7 +647,7 @@ class _Server:
         body = orjson.loads(request.raw) if request.raw else {}
         state = self.state
         if action == "stats":
-            stats = {"total": state.total, "counts": dict(state.counts)}
+            stats = {"total": state.total, "counts": dict(state.counts), "connections_opened": state.connections_opened}
             conn._write(200, stats, keep_alive=request.keep_alive)
             return
         if action == "reset":
