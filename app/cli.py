@@ -19,12 +19,15 @@ from rich.console import Console
 from rich.table import Table
 
 from app.airflow_cli import app as airflow_app
+from app.gateway_cli import app as gateway_app
+from app.keys_cli import app as keys_app
+from app.usage_cli import app as usage_app
 from core.config import Settings, get_settings
 from core.errors import CopilotError
 
 app = typer.Typer(
     name="copilot",
-    help="Merchant Co-pilot: embedded services, database, data generation.",
+    help="Merchant Co-pilot: embedded services, database, data generation, LLM gateway.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -32,6 +35,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(airflow_app, name="airflow")
+app.add_typer(gateway_app, name="gateway")
+app.add_typer(keys_app, name="keys", help="Virtual API keys of the LLM gateway.")
+app.add_typer(usage_app, name="usage", help="Usage records for billing.")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -1,0 +1,285 @@
+"""The gateway's HTTP service: OpenAI-compatible endpoints, key administration, metrics.
+
+Routes:
+
+- ``POST /v1/chat/completions`` (JSON, or SSE with ``"stream": true``)
+- ``POST /v1/embeddings``
+- ``GET /v1/models``: the aliases the calling key may use
+- ``/admin/keys...``: key administration (:mod:`gateway.admin`, RBAC)
+- ``GET /health`` (liveness, no auth), ``GET /ready`` (Postgres and Redis
+  reachable), ``GET /metrics`` (Prometheus)
+
+The model routes read the body once, decode it with orjson and hand the dict
+to :class:`~gateway.engine.GatewayEngine`; no request model is built, so the
+per-request overhead stays in the tens of microseconds. Errors use OpenAI's
+shape (``{"error": {"message", "type", "code", "param"}}``) with the status
+and headers (``Retry-After``, ``x-ratelimit-*``) OpenAI clients act on.
+
+Callers name the merchant a call serves with ``X-Copilot-Merchant`` (or
+``metadata.merchant_id``); ``X-Copilot-User``/``X-Copilot-Session`` (or
+``metadata.user_id``/``session_id``) and a W3C ``traceparent`` go to traces.
+
+Run it with ``copilot gateway serve``; uvicorn imports :func:`app_factory`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+from sqlalchemy import text
+
+from core.config import Settings, get_settings
+from core.errors import CopilotError
+from gateway.admin import build_admin_router
+from gateway.engine import RequestMeta
+from gateway.errors import GatewayError
+from gateway.guards import InvalidRequestError
+from gateway.keys import AuthContext
+from gateway.providers.base import UpstreamError
+from gateway.routing import RoutingConfig
+from gateway.runtime import GatewayRuntime
+
+logger = logging.getLogger(__name__)
+
+_JSON: Final = "application/json"
+_SSE_HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_TYPES_BY_STATUS: Final = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
+
+
+def error_response(exc: BaseException) -> Response:
+    """An OpenAI-shaped error response for any failure of a model call."""
+    if isinstance(exc, GatewayError):
+        return _json(exc.to_openai(), exc.status, exc.headers)
+    if isinstance(exc, UpstreamError):
+        status = exc.status if 400 <= exc.status < 600 else 502
+        code = "upstream_timeout" if status == 504 else "upstream_error"
+        body = {
+            "error": {
+                "message": str(exc),
+                "type": _TYPES_BY_STATUS.get(status, "api_error"),
+                "code": code,
+                "param": None,
+            }
+        }
+        extra = {"retry-after": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+        return _json(body, status, extra)
+    if isinstance(exc, CopilotError):
+        body = {
+            "error": {
+                "message": exc.detail,
+                "type": _TYPES_BY_STATUS.get(exc.status, "api_error"),
+                "code": exc.code,
+                "param": None,
+            }
+        }
+        return _json(body, exc.status)
+    logger.exception("gateway.unexpected_error", exc_info=exc)
+    body = {"error": {"message": "Internal error.", "type": "api_error", "code": "internal_error", "param": None}}
+    return _json(body, 500)
+
+
+async def _read_payload(request: Request, runtime: GatewayRuntime) -> dict[str, Any]:
+    limit = runtime.engine.guards.max_request_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = await request.body()
+    if len(body) > limit:
+        raise _too_large(limit)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    return payload
+
+
+def _too_large(limit: int) -> GatewayError:
+    from gateway.errors import RequestTooLargeError
+
+    return RequestTooLargeError(f"The request body exceeds this gateway's limit of {limit} bytes.")
+
+
+def _runtime(request: Request) -> GatewayRuntime:
+    runtime: GatewayRuntime = request.app.state.runtime
+    return runtime
+
+
+async def _authenticate(request: Request) -> AuthContext:
+    return await _runtime(request).authenticator.authenticate_header(request.headers.get("authorization"))
+
+
+def _request_id(request: Request) -> uuid.UUID:
+    given = request.headers.get("x-request-id")
+    if given:
+        try:
+            return uuid.UUID(given)
+        except ValueError:
+            pass
+    return uuid.uuid4()
+
+
+_CHAT_DOC: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "content": {_JSON: {"schema": {"type": "object", "description": "An OpenAI chat completion request."}}},
+    }
+}
+_EMBED_DOC: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "content": {_JSON: {"schema": {"type": "object", "description": "An OpenAI embeddings request."}}},
+    }
+}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    routing: RoutingConfig | None = None,
+    runtime: GatewayRuntime | None = None,
+) -> FastAPI:
+    """Build the gateway app.
+
+    Args:
+        settings: Process settings (default: from the environment).
+        database_url: Owner URL of the database (default: configured or embedded).
+        redis_url: Redis URL (default: configured or embedded).
+        routing: Routing config (default: ``settings.gateway.config_file``).
+        runtime: An already started runtime (tests); the app does not close it.
+    """
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = runtime is None
+        live = runtime
+        if live is None:
+            db_url, r_url = database_url, redis_url
+            if db_url is None or r_url is None:
+                from core.embedded import resolve_services
+
+                urls = await asyncio.to_thread(resolve_services, settings, start=False)
+                db_url = db_url or urls.database_url
+                r_url = r_url or urls.redis_url
+            assert db_url is not None and r_url is not None
+            live = await GatewayRuntime.start(settings, database_url=db_url, redis_url=r_url, routing=routing)
+        app.state.runtime = live
+        app.include_router(build_admin_router(live.store, _authenticate, bootstrap_token=settings.gateway.admin_token))
+        try:
+            yield
+        finally:
+            if own:
+                await live.aclose()
+
+    app = FastAPI(
+        title="Merchant Co-pilot LLM gateway",
+        version="1.0",
+        description="OpenAI-compatible gateway: virtual keys, RBAC, rate limits, budgets, metering, routing.",
+        lifespan=lifespan,
+    )
+
+    @app.post("/v1/chat/completions", tags=["openai"], openapi_extra=_CHAT_DOC, response_model=None)
+    async def chat_completions(request: Request) -> Response:
+        runtime_ = _runtime(request)
+        try:
+            auth = await _authenticate(request)
+            payload = await _read_payload(request, runtime_)
+            meta = RequestMeta.from_request(payload, request.headers.get, _request_id(request))
+            if payload.get("stream") is True:
+                started = await runtime_.engine.stream_chat(auth, payload, meta)
+                return StreamingResponse(
+                    started.frames, media_type="text/event-stream", headers={**_SSE_HEADERS, **started.headers}
+                )
+            done = await runtime_.engine.chat(auth, payload, meta)
+        except (CopilotError, UpstreamError) as exc:
+            return error_response(exc)
+        return Response(done.body, media_type=_JSON, headers=done.headers)
+
+    @app.post("/v1/embeddings", tags=["openai"], openapi_extra=_EMBED_DOC, response_model=None)
+    async def embeddings(request: Request) -> Response:
+        runtime_ = _runtime(request)
+        try:
+            auth = await _authenticate(request)
+            payload = await _read_payload(request, runtime_)
+            meta = RequestMeta.from_request(payload, request.headers.get, _request_id(request))
+            done = await runtime_.engine.embeddings(auth, payload, meta)
+        except (CopilotError, UpstreamError) as exc:
+            return error_response(exc)
+        return Response(done.body, media_type=_JSON, headers=done.headers)
+
+    @app.get("/v1/models", tags=["openai"], response_model=None)
+    async def models(request: Request) -> Response:
+        try:
+            auth = await _authenticate(request)
+            data = _runtime(request).engine.models(auth)
+        except CopilotError as exc:
+            return error_response(exc)
+        return _json({"object": "list", "data": data})
+
+    @app.get("/health", tags=["ops"], response_model=None)
+    async def health(request: Request) -> Response:
+        return _json(_runtime(request).health())
+
+    @app.get("/ready", tags=["ops"], response_model=None)
+    async def ready(request: Request) -> Response:
+        live = _runtime(request)
+        problems: list[str] = []
+        try:
+            await asyncio.wait_for(live.redis.ping(), 1.0)
+        except Exception as exc:  # readiness reports, it does not raise
+            problems.append(f"redis: {type(exc).__name__}")
+
+        def db_ping() -> None:
+            with live.db_engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(db_ping), 2.0)
+        except Exception as exc:  # readiness reports, it does not raise
+            problems.append(f"postgres: {type(exc).__name__}")
+        if problems:
+            return _json({"status": "unavailable", "problems": problems}, 503)
+        return _json({"status": "ready"})
+
+    @app.get("/metrics", tags=["ops"], response_model=None)
+    async def metrics(request: Request) -> Response:
+        live = _runtime(request)
+        live.metrics.set_usage_pending(live.recorder.pending)
+        body, content_type = live.metrics.render()
+        return Response(body, media_type=content_type)
+
+    return app
+
+
+def app_factory() -> FastAPI:
+    """The app uvicorn serves (``gateway.service:app_factory``, factory mode)."""
+    from core.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    return create_app(settings)
