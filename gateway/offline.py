@@ -486,9 +486,10 @@ def _score(tool: _Tool, question: Mapping[str, float], idf: Mapping[str, float],
         weight = tool.terms.get(term, 0.0) or _fuzzy(term, tool.terms)
         if weight <= 0.0:
             continue
-        damp = 0.3 if term in _TIME_TERMS else 1.0
-        score += qweight * weight * idf.get(term, 1.0) * damp
-        if term not in _TIME_TERMS:
+        # Periods and numbers qualify a request rather than choose the tool.
+        minor = term in _TIME_TERMS or term.isdigit()
+        score += qweight * weight * idf.get(term, 1.0) * (0.3 if minor else 1.0)
+        if not minor:
             matched.add(term)
     return score, matched
 
@@ -497,7 +498,12 @@ def select_tools(question: str, tools: Sequence[_Tool], *, force: bool, limit: i
     """The tools to call for ``question``: the best match, plus any covering other parts of it."""
     if not tools:
         return []
-    q = expand(terms(question))
+    question_terms = terms(question)
+    q = expand(question_terms)
+    position: dict[str, int] = {}
+    for index, term in enumerate(question_terms):
+        for concept in expand([term]):
+            position.setdefault(concept, index)
     df: dict[str, int] = {}
     for tool in tools:
         for term in tool.terms:
@@ -510,16 +516,21 @@ def select_tools(question: str, tools: Sequence[_Tool], *, force: bool, limit: i
     best_score, best_terms, _, best = scored[0]
     if best_score < 1.0 and not force:
         return []
-    chosen = [best]
+    chosen = [(best, best_terms)]
     covered = set(best_terms)
-    for _, _, _, tool in scored[1:]:
-        if len(chosen) >= limit:
+    remaining = [(index, tool) for _, _, index, tool in scored[1:]]
+    # Greedy cover: add the tool that best answers what the chosen ones leave out.
+    while remaining and len(chosen) < limit:
+        gains = [(*_score(tool, q, idf, covered), index, tool) for index, tool in remaining]
+        gain, new_terms, index, tool = max(gains, key=lambda item: (item[0], -item[2]))
+        if not new_terms or gain < max(1.5, 0.3 * best_score):
             break
-        gain, new_terms = _score(tool, q, idf, covered)
-        if new_terms and gain >= max(1.5, 0.5 * best_score):
-            chosen.append(tool)
-            covered |= new_terms
-    return chosen
+        chosen.append((tool, new_terms))
+        covered |= new_terms
+        remaining = [(i, t) for i, t in remaining if i != index]
+    # Call in the order the question mentions them.
+    chosen.sort(key=lambda item: min((position.get(t, len(question_terms)) for t in item[1]), default=0))
+    return [tool for tool, _ in chosen]
 
 
 # --------------------------------------------------------------------------- argument filling
@@ -576,7 +587,8 @@ def _match_enum(prop: Mapping[str, Any], question: _Question) -> list[tuple[floa
                 best, best_hits = coverage, sum(1 for t in value_terms if t in question.terms)
         if best > 0:
             scored.append((best, best_hits, value))
-    scored.sort(key=lambda item: (-item[0], -item[1]))
+    default = prop.get("default")
+    scored.sort(key=lambda item: (-item[0], -item[1], item[2] != default))
     return scored
 
 
@@ -630,8 +642,10 @@ def _fill(  # noqa: C901 - one branch per JSON schema type
             continue
         if enum and kind != "array":
             ranked = _match_enum(prop, question)
+            top = [value for score, _, value in ranked if ranked and score == ranked[0][0]]
             if ranked and (ranked[0][0] >= 0.99 or (ranked[0][0] >= 0.5 and (is_required or _is_compare(name, prop)))):
-                args[name] = ranked[0][2]
+                # Among equally good partial matches the schema's default wins.
+                args[name] = prop["default"] if has_default and prop["default"] in top else ranked[0][2]
             elif is_required:
                 args[name] = prop["default"] if has_default else enum[0]
             continue
@@ -835,10 +849,10 @@ def _render_record(record: Mapping[str, Any], title: str | None) -> str | None:
     name = _pick(record, _NAME_KEYS)
     unit = _pick(record, _UNIT_KEYS)
     period, used = _period_phrase(record)
-    for item in (value, name, unit):
+    for item in (value, name, unit) if value is not None else (name,):
         if item is not None:
             used.add(item[0])
-    label = (_scalar(name[1]) if name else None) or (humanize(title) if title else None)
+    label = _capitalise((_scalar(name[1]) if name else None) or (humanize(title) if title else None))
     nested = [k for k, v in record.items() if isinstance(v, dict | list)]
     rest = _pairs(record, used | set(nested))
     if value is None:
@@ -853,6 +867,10 @@ def _render_record(record: Mapping[str, Any], title: str | None) -> str | None:
         shown = f"{shown} {_scalar(unit[1])}"
     head = (label or humanize(value[0])) + (f" ({period})" if period else "")
     return f"{head}: {shown}" + (f"; {'; '.join(rest)}" if rest else "") + "."
+
+
+def _capitalise(text: str | None) -> str | None:
+    return f"{text[:1].upper()}{text[1:]}" if text else text
 
 
 def _row(record: Mapping[str, Any]) -> str:
