@@ -45,6 +45,7 @@ Behaviour (same input, same output; no randomness, no network):
 from __future__ import annotations
 
 import calendar
+import contextlib
 import hashlib
 import json
 import logging
@@ -72,64 +73,81 @@ logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- text normalisation
 
+
+def _split(text: str) -> list[str]:
+    return text.split()
+
+
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 _STOPWORDS = frozenset(
-    """
-    a an the of for to in on at by with from and or is are was were be been being am do does did done have has had
-    i me my mine we our ours you your it its this that these those what which who whom how much many please show
-    tell give get got let can could would should will shall may might must about into as if so than then there here
-    le la les un une des du de et ou est sont mon ma mes nos notre quel quelle quels quelles combien pour par sur au aux
-    el los las unos unas del y o es son mi mis nuestro cual cuales cuanto cuanta cuantos para por con
-    der die das ein eine und oder ist sind mein meine unser unsere wie viel viele welche welcher fur mit von im am
-    o os um uma do da dos das e sao meu minha quanto quantos com
-    """.split()
+    _split(
+        """
+        a an the of for to in on at by with from and or is are was were be been being am do does did done
+        have has had i me my mine we our ours you your it its this that these those what which who whom how
+        much many please show tell give get got let can could would should will shall may might must about
+        into as if so than then there here le la les un une des du de et ou est sont mon ma mes nos notre
+        quel quelle quels quelles combien pour par sur au aux el los las unos unas del y o es son mi mis
+        nuestro cual cuales cuanto cuanta cuantos para por con der die das ein eine und oder ist sind mein
+        meine unser unsere wie viel viele welche welcher fur mit von im am o os um uma do da dos das e sao
+        meu minha quanto quantos com
+        """
+    )
 )
 # "this", "last", "vs" and friends carry meaning for periods and comparisons; keep them.
 _STOPWORDS = _STOPWORDS - {"this", "last"}
 
-_SYNONYM_GROUPS: dict[str, tuple[str, ...]] = {
-    "sale": (
-        "sales revenue revenues turnover income takings earnings sold selling vente ventes venta ventas venda vendas "
-        "umsatz umsatze verkauf verkaufe vendita vendite ricavi ingresos recettes faturamento"
-    ).split(),
-    "refund": (
+_SYNONYM_GROUPS: dict[str, list[str]] = {
+    "sale": _split(
+        "sales revenue revenues turnover income takings earnings sold selling vente ventes venta ventas venda "
+        "vendas umsatz umsatze verkauf verkaufe vendita vendite ricavi ingresos recettes faturamento"
+    ),
+    "refund": _split(
         "refund refunds refunded return returns returned reimbursement remboursement remboursements reembolso "
-        "reembolsos devolucion devoluciones erstattung erstattungen ruckerstattung ruckerstattungen rimborso rimborsi"
-    ).split(),
-    "order": "order orders purchase purchases commande commandes pedido pedidos bestellung bestellungen ordine ordini".split(),
-    "transaction": "transaction transactions payment payments paiement paiements pago pagos zahlung zahlungen".split(),
-    "product": (
-        "product products item items sku skus article articles produit produits producto productos produto produtos "
-        "produkt produkte artikel articulo articulos prodotto prodotti"
-    ).split(),
-    "customer": "customer customers client clients buyer buyers shopper shoppers cliente clientes kunde kunden".split(),
-    "top": "top best bestselling bestseller highest most leading meilleur meilleurs mejor mejores beste besten melhor".split(),
-    "worst": "worst lowest least bottom pire peor schlechteste".split(),
-    "review": "review reviews rating ratings feedback avis resena resenas opinion opiniones bewertung bewertungen".split(),
-    "average": "average avg mean moyenne promedio durchschnitt media medio".split(),
-    "count": "count number many nombre numero anzahl".split(),
-    "compare": (
+        "reembolsos devolucion devoluciones erstattung erstattungen ruckerstattung ruckerstattungen rimborso "
+        "rimborsi"
+    ),
+    "order": _split(
+        "order orders purchase purchases commande commandes pedido pedidos bestellung bestellungen ordine ordini"
+    ),
+    "transaction": _split("transaction transactions payment payments paiement paiements pago pagos zahlung zahlungen"),
+    "product": _split(
+        "product products item items sku skus article articles produit produits producto productos produto "
+        "produtos produkt produkte artikel articulo articulos prodotto prodotti"
+    ),
+    "customer": _split("customer customers client clients buyer buyers shopper shoppers cliente clientes kunde kunden"),
+    "top": _split(
+        "top best bestselling bestseller highest most leading meilleur meilleurs mejor mejores beste besten melhor"
+    ),
+    "worst": _split("worst lowest least bottom pire peor schlechteste"),
+    "review": _split(
+        "review reviews rating ratings feedback avis resena resenas opinion opiniones bewertung bewertungen"
+    ),
+    "average": _split("average avg mean moyenne promedio durchschnitt media medio"),
+    "count": _split("count number many nombre numero anzahl"),
+    "compare": _split(
         "vs versus compare compared comparison against contre frente comparado comparer vergleich vergleichen"
-    ).split(),
-    "previous": "previous prior before preceding precedent precedente anterior vorherige vorher davor".split(),
-    "last": "last past previous prior dernier derniere derniers dernieres passe pasado pasada ultimo ultima letzte letzten".split(),
-    "this": "this current ce cette cet este esta diese dieser diesen diesem questo questa".split(),
-    "day": "day days jour jours dia dias tag tage giorno giorni daily".split(),
-    "week": "week weeks semaine semaines semana semanas woche wochen settimana weekly".split(),
-    "month": "month months mois mes meses monat monate mese monthly".split(),
-    "year": "year years annee annees ano anos jahr jahre anno yearly annual".split(),
-    "today": "today aujourd hui hoy heute hoje oggi".split(),
-    "yesterday": "yesterday hier ayer gestern ontem ieri".split(),
-    "net": "net nette nettes neto netos neta netas netto".split(),
-    "gross": "gross brut brute brutes bruto brutos brutto".split(),
-    "discount": "discount discounts remise remises descuento descuentos rabatt".split(),
-    "unit": "unit units quantity quantities qty pieces unidades einheiten".split(),
-    "inventory": "inventory stock stocks inventario lager bestand".split(),
-    "profit": "profit profits margin margins benefice beneficio gewinn".split(),
-    "hour": "hour hours hourly heure heures hora horas stunde stunden".split(),
+    ),
+    "previous": _split("previous prior before preceding precedent precedente anterior vorherige vorher davor"),
+    "last": _split(
+        "last past previous prior dernier derniere derniers dernieres passe pasado pasada ultimo ultima letzte letzten"
+    ),
+    "this": _split("this current ce cette cet este esta diese dieser diesen diesem questo questa"),
+    "day": _split("day days jour jours dia dias tag tage giorno giorni daily"),
+    "week": _split("week weeks semaine semaines semana semanas woche wochen settimana weekly"),
+    "month": _split("month months mois mes meses monat monate mese monthly"),
+    "year": _split("year years annee annees ano anos jahr jahre anno yearly annual"),
+    "today": _split("today aujourd hui hoy heute hoje oggi"),
+    "yesterday": _split("yesterday hier ayer gestern ontem ieri"),
+    "net": _split("net nette nettes neto netos neta netas netto"),
+    "gross": _split("gross brut brute brutes bruto brutos brutto"),
+    "discount": _split("discount discounts remise remises descuento descuentos rabatt"),
+    "unit": _split("unit units quantity quantities qty pieces unidades einheiten"),
+    "inventory": _split("inventory stock stocks inventario lager bestand"),
+    "profit": _split("profit profits margin margins benefice beneficio gewinn"),
+    "hour": _split("hour hours hourly heure heures hora horas stunde stunden"),
 }
 _TIME_TERMS = frozenset({"last", "this", "previous", "day", "week", "month", "year", "today", "yesterday", "hour"})
 
@@ -247,26 +265,47 @@ for _number, _names in enumerate(
         _MONTHS[_name] = _number
 
 _UNIT_WORDS = {
-    "day": "day days jour jours dia dias tag tage tagen giorni".split(),
-    "week": "week weeks semaine semaines semana semanas woche wochen settimane".split(),
-    "month": "month months mois mes meses monat monate monaten mesi".split(),
-    "year": "year years an ans annee annees ano anos jahr jahre jahren anni".split(),
+    "day": _split("day days jour jours dia dias tag tage tagen giorni"),
+    "week": _split("week weeks semaine semaines semana semanas woche wochen settimane"),
+    "month": _split("month months mois mes meses monat monate monaten mesi"),
+    "year": _split("year years an ans annee annees ano anos jahr jahre jahren anni"),
 }
 _UNIT_OF = {w: unit for unit, ws in _UNIT_WORDS.items() for w in ws}
 _UNIT_RE = "|".join(sorted(_UNIT_OF, key=len, reverse=True))
-_LAST_RE = r"last|past|previous|prior|dernier|derniere|derniers|dernieres|ultimos|ultimas|ultimo|ultima|letzte|letzten|letzter|scorso|scorsa|passado|passada|passe|passee|pasado|pasada"
+_LAST_RE = (
+    r"last|past|previous|prior|dernier|derniere|derniers|dernieres|ultimos|ultimas|ultimo|ultima|letzte|letzten|"
+    r"letzter|scorso|scorsa|passado|passada|passe|passee|pasado|pasada"
+)
 _THIS_RE = r"this|current|ce|cette|cet|este|esta|diese|dieser|diesen|diesem|questo|questa|neste|nesta"
 _MONTH_RE = "|".join(sorted(_MONTHS, key=len, reverse=True))
 
 _PERIOD_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    ("iso_range", re.compile(r"(\d{4}-\d{2}-\d{2})\s*(?:to|until|till|through|and|-|–|au|al|bis|a)\s*(\d{4}-\d{2}-\d{2})")),
+    (
+        "iso_range",
+        re.compile(r"(\d{4}-\d{2}-\d{2})\s*(?:to|until|till|through|and|-|–|au|al|bis|a)\s*(\d{4}-\d{2}-\d{2})"),
+    ),
     ("iso", re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")),
     ("day_before_yesterday", re.compile(r"\b(?:day before yesterday|avant[- ]hier|anteayer|vorgestern|anteontem)\b")),
-    ("relative_before", re.compile(rf"\b(?:the )?(?:(day|{_UNIT_RE}) before|previous (day|{_UNIT_RE})|la veille|el dia anterior|vortag)\b")),
+    (
+        "relative_before",
+        re.compile(
+            rf"\b(?:the )?(?:(day|{_UNIT_RE}) before|previous (day|{_UNIT_RE})|la veille|el dia anterior|vortag)\b"
+        ),
+    ),
     ("today", re.compile(r"\b(?:today|aujourd'?hui|hoy|heute|hoje|oggi)\b")),
     ("yesterday", re.compile(r"\b(?:yesterday|hier|ayer|gestern|ontem|ieri)\b")),
-    ("last_n", re.compile(rf"\b(?:{_LAST_RE})\s+(\d{{1,3}})\s+({_UNIT_RE})\b|\b(\d{{1,3}})\s+(?:{_LAST_RE})\s+({_UNIT_RE})\b|\b(\d{{1,3}})\s+({_UNIT_RE})\s+(?:{_LAST_RE})\b")),
-    ("last_unit", re.compile(rf"\b(?:{_LAST_RE})\s+({_UNIT_RE})\b|\b(?:la |le |el |der |die |das )?({_UNIT_RE})\s+(?:{_LAST_RE})\b")),
+    (
+        "last_n",
+        re.compile(
+            rf"\b(?:{_LAST_RE})\s+(\d{{1,3}})\s+({_UNIT_RE})\b|\b(\d{{1,3}})\s+(?:{_LAST_RE})\s+({_UNIT_RE})\b|\b(\d{{1,3}})\s+({_UNIT_RE})\s+(?:{_LAST_RE})\b"
+        ),
+    ),
+    (
+        "last_unit",
+        re.compile(
+            rf"\b(?:{_LAST_RE})\s+({_UNIT_RE})\b|\b(?:la |le |el |der |die |das )?({_UNIT_RE})\s+(?:{_LAST_RE})\b"
+        ),
+    ),
     ("this_unit", re.compile(rf"\b(?:{_THIS_RE})\s+({_UNIT_RE})\b")),
     ("month_name", re.compile(rf"\b({_MONTH_RE})\.?(?:\s+(\d{{4}}))?\b")),
 ]
@@ -302,7 +341,7 @@ def _clip(start: date, end: date, today: date, offset: int) -> tuple[date, date]
     return (start, min(end, today)) if offset == 0 else (start, end)
 
 
-def find_periods(text: str, today: date) -> list[Period]:  # noqa: C901 - one branch per pattern
+def find_periods(text: str, today: date) -> list[Period]:
     """Date ranges mentioned in ``text`` (folded), in order of appearance."""
     folded = fold(text)
     found: list[Period] = []
@@ -477,7 +516,9 @@ def _type_of(prop: Mapping[str, Any]) -> str:
     return str(kind or "string")
 
 
-def _score(tool: _Tool, question: Mapping[str, float], idf: Mapping[str, float], exclude: set[str]) -> tuple[float, set[str]]:
+def _score(
+    tool: _Tool, question: Mapping[str, float], idf: Mapping[str, float], exclude: set[str]
+) -> tuple[float, set[str]]:
     score = 0.0
     matched: set[str] = set()
     for term, qweight in question.items():
@@ -568,7 +609,7 @@ def _match_enum(prop: Mapping[str, Any], question: _Question) -> list[tuple[floa
     if isinstance(items, Mapping):
         glosses.update(_glosses(str(items.get("description") or ""), values))
     scored: list[tuple[float, int, Any]] = []
-    for index, value in enumerate(values):
+    for value in values:
         best = 0.0
         best_hits = 0
         for text, factor in ((str(value), 1.0), (glosses.get(str(value), ""), 0.9)):
@@ -596,7 +637,9 @@ def _date_role(name: str, prop: Mapping[str, Any]) -> str | None:
     fmt = str(prop.get("format") or "")
     lowered = fold(name)
     pieces = set(words(name))
-    is_date = fmt in {"date", "date-time"} or bool(pieces & {"date", "day", "start", "end", "from", "to", "since", "until"})
+    is_date = fmt in {"date", "date-time"} or bool(
+        pieces & {"date", "day", "start", "end", "from", "to", "since", "until"}
+    )
     if _type_of(prop) != "string" or _enum_of(prop) or not is_date:
         return None
     if any(p in lowered for p in _START_NAMES) or "from" in pieces:
@@ -625,7 +668,7 @@ def _is_compare(name: str, prop: Mapping[str, Any]) -> bool:
     return "compare" in expand(terms(name))
 
 
-def _fill(  # noqa: C901 - one branch per JSON schema type
+def _fill(
     schema: Mapping[str, Any], question: _Question, today: date, period: Period | None, enum_pick: Mapping[str, Any]
 ) -> dict[str, Any]:
     props = _properties(schema)
@@ -650,7 +693,8 @@ def _fill(  # noqa: C901 - one branch per JSON schema type
                 args[name] = prop["default"] if has_default else enum[0]
             continue
         if kind == "array":
-            items = prop.get("items") if isinstance(prop.get("items"), Mapping) else {}
+            raw_items = prop.get("items")
+            items: Mapping[str, Any] = raw_items if isinstance(raw_items, Mapping) else {}
             if enum:
                 ranked = _match_enum(prop, question)
                 full = [value for score, _, value in ranked if score >= 0.99]
@@ -935,10 +979,8 @@ def render_facts(source: FactSource) -> list[str]:
 def _number_forms(token: str) -> set[str]:
     forms = {token, token.replace(",", "")}
     for candidate in list(forms):
-        try:
+        with contextlib.suppress(ValueError):
             forms.add(format(float(candidate), "g"))
-        except ValueError:
-            pass
     return forms
 
 
@@ -1163,7 +1205,7 @@ _registered: Any = None
 
 def register_offline_provider() -> None:
     """Register the offline model and embedder as litellm's ``copilot-offline`` provider (idempotent)."""
-    global _registered  # noqa: PLW0603 - one registration per process
+    global _registered
     from gateway.providers.litellm_provider import load_litellm
 
     litellm = load_litellm()
@@ -1190,11 +1232,12 @@ def _options(optional_params: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _make_handler() -> Any:  # noqa: C901 - the handler class is built after litellm's lazy import
+def _make_handler() -> Any:
     import litellm
+    from litellm.llms.custom_llm import CustomLLM
     from litellm.types.utils import GenericStreamingChunk
 
-    class OfflineLLM(litellm.CustomLLM):  # type: ignore[misc]
+    class OfflineLLM(CustomLLM):
         """litellm's view of :class:`OfflineModel` and the local embedder."""
 
         def __init__(self) -> None:
@@ -1258,16 +1301,16 @@ def _make_handler() -> Any:  # noqa: C901 - the handler class is built after lit
         def streaming(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
             yield from self._chunks(kwargs["model"], kwargs["messages"], kwargs["optional_params"])
 
-        async def astreaming(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        # litellm declares a coroutine returning an iterator but wraps whatever it gets in its
+        # stream wrapper, which iterates an async generator directly.
+        async def astreaming(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # type: ignore[override]
             for chunk in self._chunks(kwargs["model"], kwargs["messages"], kwargs["optional_params"]):
                 yield chunk
 
         def _embedding(self, model: str, inputs: list[Any], optional_params: dict[str, Any], response: Any) -> Any:
             texts = [item if isinstance(item, str) else json.dumps(item) for item in inputs]
             dimensions = optional_params.get("dimensions")
-            vectors = [
-                embed_text(text, int(dimensions)) if dimensions else embed_text(text) for text in texts
-            ]
+            vectors = [embed_text(text, int(dimensions)) if dimensions else embed_text(text) for text in texts]
             tokens = sum(count_tokens(text) for text in texts)
             response.model = model
             response.object = "list"
@@ -1276,10 +1319,14 @@ def _make_handler() -> Any:  # noqa: C901 - the handler class is built after lit
             return response
 
         def embedding(self, *args: Any, **kwargs: Any) -> Any:
-            return self._embedding(kwargs["model"], kwargs["input"], kwargs["optional_params"], kwargs["model_response"])
+            return self._embedding(
+                kwargs["model"], kwargs["input"], kwargs["optional_params"], kwargs["model_response"]
+            )
 
         async def aembedding(self, *args: Any, **kwargs: Any) -> Any:
-            return self._embedding(kwargs["model"], kwargs["input"], kwargs["optional_params"], kwargs["model_response"])
+            return self._embedding(
+                kwargs["model"], kwargs["input"], kwargs["optional_params"], kwargs["model_response"]
+            )
 
     return OfflineLLM()
 

@@ -187,8 +187,8 @@ def _encoding(name: str) -> Any:
     load_litellm()
     # Importing litellm's default encoding points TIKTOKEN_CACHE_DIR at the
     # encodings bundled in the package: tiktoken then never downloads.
-    from litellm.litellm_core_utils import default_encoding  # noqa: F401
     import tiktoken
+    from litellm.litellm_core_utils import default_encoding  # noqa: F401
 
     return tiktoken.get_encoding(name)
 

@@ -24,6 +24,7 @@ Choices:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
 from types import ModuleType
@@ -37,9 +38,9 @@ _GATEWAY_FIELDS = frozenset({"model", "stream", "stream_options", "metadata"})
 _litellm: ModuleType | None = None
 
 
-def load_litellm() -> ModuleType:
+def load_litellm() -> Any:
     """Import litellm once, offline (its cost map from the package, no telemetry)."""
-    global _litellm  # noqa: PLW0603 - a lazily imported module
+    global _litellm
     if _litellm is None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
@@ -134,7 +135,9 @@ def _is_upstream_failure(exc: BaseException) -> bool:
     import httpx
     import openai
 
-    return isinstance(exc, openai.OpenAIError | httpx.HTTPError | TimeoutError | litellm.exceptions.MidStreamFallbackError)
+    return isinstance(
+        exc, openai.OpenAIError | httpx.HTTPError | TimeoutError | litellm.exceptions.MidStreamFallbackError
+    )
 
 
 class LitellmProvider:
@@ -143,7 +146,7 @@ class LitellmProvider:
     def __init__(self) -> None:
         self._ready = False
 
-    def _setup(self) -> ModuleType:
+    def _setup(self) -> Any:
         litellm = load_litellm()
         if not self._ready:
             from gateway.offline import register_offline_provider
@@ -224,10 +227,9 @@ class LitellmProvider:
         finally:
             close = getattr(stream, "aclose", None)
             if close is not None:
-                try:
+                # Closing a finished or failed stream must not mask the result.
+                with contextlib.suppress(Exception):
                     await close()
-                except Exception:  # noqa: S110 - closing a finished stream must not mask the result
-                    pass
 
     async def embeddings(self, deployment: Deployment, payload: Mapping[str, Any]) -> ProviderResult:
         """One embeddings call; the body is OpenAI JSON with the client's alias as ``model``."""

@@ -125,7 +125,9 @@ def test_offline_chat_tool_calls() -> None:
 def test_offline_stream_frames_parse_and_last_carries_usage() -> None:
     payload = {
         "model": "copilot-offline",
-        "messages": [{"role": "user", "content": "Summarise.\n```facts\nOrders: 42 this week\nNet sales: 980 EUR\n```"}],
+        "messages": [
+            {"role": "user", "content": "Summarise.\n```facts\nOrders: 42 this week\nNet sales: 980 EUR\n```"}
+        ],
     }
     chunks = run(lambda: collect(LitellmProvider().stream_chat(OFFLINE, payload)))
     assert len(chunks) >= 3

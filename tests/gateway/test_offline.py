@@ -127,7 +127,12 @@ def test_comparison_with_a_compare_parameter_is_one_call() -> None:
     assert calls == [
         (
             "get_sales_metric",
-            {"metric": "refunds", "start_date": "2026-11-21", "end_date": "2026-11-21", "compare_to": "previous_period"},
+            {
+                "metric": "refunds",
+                "start_date": "2026-11-21",
+                "end_date": "2026-11-21",
+                "compare_to": "previous_period",
+            },
         )
     ]
 
@@ -190,7 +195,7 @@ def test_tool_choice() -> None:
     assert ask("top products this month", tool_choice="none") == []
     # "required" calls something even for a question nothing matches; "auto" would not.
     assert ask("good morning!") == []
-    [(name, args)] = ask("good morning!", tool_choice="required")
+    [(name, _)] = ask("good morning!", tool_choice="required")
     assert name in SCHEMAS
     named = {"type": "function", "function": {"name": "search_reviews"}}
     assert ask("net sales last week", tool_choice=named) == [("search_reviews", {"query": "net sales last week"})]
@@ -216,7 +221,13 @@ def test_required_parameters_without_a_match_take_defaults() -> None:
     ]
     arguments = json.loads(message["tool_calls"][0]["function"]["arguments"])
     jsonschema.validate(arguments, tools[0]["function"]["parameters"])
-    assert arguments == {"metric": "net_sales", "day": "2026-11-22", "limit": 2, "verbose": True, "tags": ["sales report"]}
+    assert arguments == {
+        "metric": "net_sales",
+        "day": "2026-11-22",
+        "limit": 2,
+        "verbose": True,
+        "tags": ["sales report"],
+    }
 
 
 def test_no_tool_call_once_results_follow_the_question() -> None:
@@ -226,9 +237,15 @@ def test_no_tool_call_once_results_follow_the_question() -> None:
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_sales_metric", "arguments": "{}"}}],
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_sales_metric", "arguments": "{}"}}
+            ],
         },
-        {"role": "tool", "tool_call_id": "c1", "content": '{"metric": "net_sales", "value": 812.40, "currency": "EUR"}'},
+        {
+            "role": "tool",
+            "tool_call_id": "c1",
+            "content": '{"metric": "net_sales", "value": 812.40, "currency": "EUR"}',
+        },
     ]
     response = OfflineModel().complete(messages, tools=TOOLS)
     choice = response["choices"][0]
@@ -262,7 +279,13 @@ def tool_turn(name: str, result: Any) -> list[dict[str, Any]]:
 FACT_CASES: list[tuple[str, Any, list[str]]] = [
     (
         "get_sales_metric",
-        {"metric": "net_sales", "value": 1234.5, "currency": "EUR", "start_date": "2026-11-09", "end_date": "2026-11-15"},
+        {
+            "metric": "net_sales",
+            "value": 1234.5,
+            "currency": "EUR",
+            "start_date": "2026-11-09",
+            "end_date": "2026-11-15",
+        },
         ["Net sales (2026-11-09 to 2026-11-15): 1234.5 EUR."],
     ),
     (
@@ -275,7 +298,11 @@ FACT_CASES: list[tuple[str, Any, list[str]]] = [
         {"metric": "refunds", "period": "yesterday", "value": 3, "previous": {"period": "the day before", "value": 5}},
         ["Refunds (yesterday): 3.", "Previous (the day before): 5."],
     ),
-    ("orders", "Orders yesterday: 17\nOrders the day before: 12", ["Orders yesterday: 17.", "Orders the day before: 12."]),
+    (
+        "orders",
+        "Orders yesterday: 17\nOrders the day before: 12",
+        ["Orders yesterday: 17.", "Orders the day before: 12."],
+    ),
     ("list_low_stock", [], ["List low stock: no results."]),
 ]
 
@@ -290,11 +317,14 @@ def test_prose_restates_facts(name: str, result: Any, expected: list[str]) -> No
 
 def test_facts_fenced_in_system_or_user_messages() -> None:
     messages = [
-        {"role": "system", "content": "Answer from these.\n<facts>\n{\"metric\": \"aov\", \"value\": 23.75}\n</facts>"},
+        {"role": "system", "content": 'Answer from these.\n<facts>\n{"metric": "aov", "value": 23.75}\n</facts>'},
         {"role": "user", "content": "And this:\n```facts\nRepeat customers: 41%\n```\nhow am I doing?"},
     ]
     assert prose(messages) == "Aov: 23.75. Repeat customers: 41%."
-    assert [s.content for s in collect_facts(messages)] == ['{"metric": "aov", "value": 23.75}', "Repeat customers: 41%"]
+    assert [s.content for s in collect_facts(messages)] == [
+        '{"metric": "aov", "value": 23.75}',
+        "Repeat customers: 41%",
+    ]
 
 
 def test_no_facts_says_so() -> None:

@@ -38,7 +38,9 @@ def test_azure_prefers_azure_catalogue_prices() -> None:
     litellm = load_litellm()
     usage = TokenUsage(1_000_000, 0)
     azure = litellm.model_cost["azure/gpt-4o-mini"]["input_cost_per_token"]
-    assert pricing.cost_micros(deployment("gpt-4o-mini", provider="azure"), usage) == round(azure * 1_000_000 * 1_000_000)
+    assert pricing.cost_micros(deployment("gpt-4o-mini", provider="azure"), usage) == round(
+        azure * 1_000_000 * 1_000_000
+    )
 
 
 def test_one_override_completes_from_the_catalogue() -> None:
@@ -101,20 +103,31 @@ SAMPLES = [
 @pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-3.5-turbo"])
 @pytest.mark.parametrize("text", SAMPLES)
 def test_prompt_estimate_is_not_below_the_real_count(text: str, model: str) -> None:
-    payload = {"model": model, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]}
+    payload = {
+        "model": model,
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}],
+    }
     real = sum(pricing.count_tokens(m["content"], model) for m in payload["messages"])
     assert pricing.estimate_prompt_tokens(payload) >= real
 
 
 def test_prompt_estimate_counts_tools_and_tool_calls() -> None:
-    tools = [{"type": "function", "function": {"name": "get_metric", "parameters": {"type": "object", "properties": {}}}}]
+    tools = [
+        {"type": "function", "function": {"name": "get_metric", "parameters": {"type": "object", "properties": {}}}}
+    ]
     base = {"messages": [{"role": "user", "content": "hi"}]}
     with_tools = {**base, "tools": tools}
     assert pricing.estimate_prompt_tokens(with_tools) >= pricing.estimate_prompt_tokens(base) + pricing.count_tokens(
         json.dumps(tools), "gpt-4o"
     )
-    call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]}
-    assert pricing.estimate_prompt_tokens({"messages": [*base["messages"], call]}) > pricing.estimate_prompt_tokens(base)
+    call = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}],
+    }
+    assert pricing.estimate_prompt_tokens({"messages": [*base["messages"], call]}) > pricing.estimate_prompt_tokens(
+        base
+    )
     assert pricing.estimate_prompt_tokens({"input": ["hello world", "again"]}) >= 3
 
 
