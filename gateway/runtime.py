@@ -72,6 +72,7 @@ def warm_up(routing: RoutingConfig) -> None:
 
         load_litellm()
         register_offline_provider()
+    pricing.count_tokens("warm up", "gpt-4o-mini")  # loads the tiktoken encoding used for cut streams
 
 
 def build_providers() -> dict[str, Provider]:

@@ -155,6 +155,11 @@ _EMBED_DOC: Final[dict[str, Any]] = {
 }
 
 
+def _attach(app: FastAPI, runtime: GatewayRuntime, settings: Settings) -> None:
+    app.state.runtime = runtime
+    app.include_router(build_admin_router(runtime.store, _authenticate, bootstrap_token=settings.gateway.admin_token))
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -176,25 +181,23 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own = runtime is None
-        live = runtime
-        if live is None:
-            db_url, r_url = database_url, redis_url
-            if db_url is None or r_url is None:
-                from core.embedded import resolve_services
+        if runtime is not None:  # started and closed by the caller
+            yield
+            return
+        db_url, r_url = database_url, redis_url
+        if db_url is None or r_url is None:
+            from core.embedded import resolve_services
 
-                urls = await asyncio.to_thread(resolve_services, settings, start=False)
-                db_url = db_url or urls.database_url
-                r_url = r_url or urls.redis_url
-            assert db_url is not None and r_url is not None
-            live = await GatewayRuntime.start(settings, database_url=db_url, redis_url=r_url, routing=routing)
-        app.state.runtime = live
-        app.include_router(build_admin_router(live.store, _authenticate, bootstrap_token=settings.gateway.admin_token))
+            urls = await asyncio.to_thread(resolve_services, settings, start=False)
+            db_url = db_url or urls.database_url
+            r_url = r_url or urls.redis_url
+        assert db_url is not None and r_url is not None
+        live = await GatewayRuntime.start(settings, database_url=db_url, redis_url=r_url, routing=routing)
+        _attach(app, live, settings)
         try:
             yield
         finally:
-            if own:
-                await live.aclose()
+            await live.aclose()
 
     app = FastAPI(
         title="Merchant Co-pilot LLM gateway",
@@ -202,6 +205,8 @@ def create_app(
         description="OpenAI-compatible gateway: virtual keys, RBAC, rate limits, budgets, metering, routing.",
         lifespan=lifespan,
     )
+    if runtime is not None:
+        _attach(app, runtime, settings)
 
     @app.post("/v1/chat/completions", tags=["openai"], openapi_extra=_CHAT_DOC, response_model=None)
     async def chat_completions(request: Request) -> Response:
