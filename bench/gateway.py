@@ -227,8 +227,12 @@ def _copilot() -> str:
     return str(script) if script.exists() else "copilot"
 
 
-def start_gateway(procs: Processes, workdir: Path, upstream: Target, sink_url: str) -> Target:
-    """Embedded Postgres + Redis, a migrated database, a routing file, a key, then the gateway."""
+def start_gateway(procs: Processes, workdir: Path, upstream: Target, sink_url: str, embedded: list[Any]) -> Target:
+    """Embedded Postgres + Redis, a migrated database, a routing file, a key, then the gateway.
+
+    The embedded servers are appended to ``embedded`` before they start, so the caller stops them
+    even when this is interrupted half-way.
+    """
     target = Target("gateway")
     try:
         from core.config import DatabaseSettings
@@ -238,7 +242,7 @@ def start_gateway(procs: Processes, workdir: Path, upstream: Target, sink_url: s
 
         postgres = EmbeddedPostgres(workdir / "data", database="postgres")
         redis_server = EmbeddedRedis(workdir / "data")
-        target.info["embedded"] = (postgres, redis_server)
+        embedded.extend([redis_server, postgres])
         server_url = postgres.start()
         database_url = create_database(server_url, "bench_gateway")
         migrate(database_url, DatabaseSettings())
@@ -700,13 +704,14 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     sink: tuple[str, subprocess.Popen[bytes]] | None = None
+    embedded: list[Any] = []
     try:
         upstream = start_upstream(procs, args.chunks)
         targets["upstream"] = upstream
         if not args.skip_gateway:
             sink = start_sink(procs)
             print("starting the gateway (embedded Postgres + Redis)...", flush=True)
-            targets["gateway"] = start_gateway(procs, workdir, upstream, sink[0])
+            targets["gateway"] = start_gateway(procs, workdir, upstream, sink[0], embedded)
         if not args.skip_litellm:
             print(f"starting the LiteLLM proxy {LITELLM_VERSION}...", flush=True)
             targets["litellm"] = start_litellm(procs, workdir, upstream)
@@ -743,15 +748,17 @@ def main() -> None:
     except KeyboardInterrupt:
         print("\ninterrupted: stopping every process", flush=True)
     finally:
+        # A second Ctrl-C must not leave servers behind: cleanup runs to the end.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         procs.stop_all()
-        gateway = targets.get("gateway")
-        if gateway is not None and "embedded" in gateway.info:
-            postgres, redis_server = gateway.info.pop("embedded")
-            with contextlib.suppress(Exception):
-                redis_server.stop()
-            with contextlib.suppress(Exception):
-                postgres.stop()
+        for server in embedded:  # Redis first, then Postgres; both before their folder goes
+            try:
+                server.stop()
+            except Exception as exc:
+                print(f"could not stop {type(server).__name__}: {exc}", flush=True)
         shutil.rmtree(workdir, ignore_errors=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     summary = report(rows, targets, connections)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -772,10 +779,7 @@ def main() -> None:
                     "litellm_version": LITELLM_VERSION if "litellm" in targets else None,
                     "cpus": os.cpu_count(),
                 },
-                "targets": {
-                    name: {"url": t.url, "error": t.error, **{k: v for k, v in t.info.items() if k != "embedded"}}
-                    for name, t in targets.items()
-                },
+                "targets": {name: {"url": t.url, "error": t.error, **t.info} for name, t in targets.items()},
                 "results": rows,
                 **summary,
             },
