@@ -11,13 +11,12 @@ without one the built-in offline model and local embedder serve every call.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from core.config import get_settings
+from core.config import environment_variable, export_to_children, get_settings
 from core.errors import ConfigurationError
 
 app = typer.Typer(help="Run the OpenAI-compatible LLM gateway.", no_args_is_help=True)
@@ -39,7 +38,7 @@ def serve(
     if config is not None:
         if not config.is_file():
             raise ConfigurationError(f"routing config {config} does not exist")
-        os.environ["COPILOT_GATEWAY__CONFIG_FILE"] = str(config.resolve())
+        export_to_children("COPILOT_GATEWAY__CONFIG_FILE", str(config.resolve()))
     elif gw.config_file is not None and not gw.config_file.is_file():
         raise ConfigurationError(f"routing config {gw.config_file} (COPILOT_GATEWAY__CONFIG_FILE) does not exist")
     # Fail here, in one line, on a bad routing file rather than in every worker.
@@ -50,16 +49,16 @@ def serve(
     from core.embedded import resolve_services
 
     urls = resolve_services(settings, start=True)
-    os.environ["COPILOT_DATABASE__URL"] = urls.database_url
+    export_to_children("COPILOT_DATABASE__URL", urls.database_url)
     if urls.redis_url is not None:
-        os.environ["COPILOT_REDIS__URL"] = urls.redis_url
+        export_to_children("COPILOT_REDIS__URL", urls.redis_url)
     workers = workers or gw.workers
-    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    if workers > 1 and environment_variable("PROMETHEUS_MULTIPROC_DIR") is None:
         folder = settings.data_dir / "prometheus"
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.db"):
             stale.unlink()
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+        export_to_children("PROMETHEUS_MULTIPROC_DIR", str(folder))
     get_settings.cache_clear()
 
     import uvicorn

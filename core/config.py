@@ -172,3 +172,14 @@ def get_settings() -> Settings:
 def process_environment() -> dict[str, str]:
     """A copy of this process's environment, for starting child processes."""
     return dict(os.environ)
+
+
+def environment_variable(name: str) -> str | None:
+    """One variable that a third-party library defines by name (not a project setting)."""
+    return os.environ.get(name)
+
+
+def export_to_children(name: str, value: str, *, overwrite: bool = True) -> None:
+    """Set a variable that child processes (server workers) or a library read at start."""
+    if overwrite or name not in os.environ:
+        os.environ[name] = value

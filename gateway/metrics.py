@@ -22,7 +22,6 @@ when a worker exits.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Hashable
 from enum import IntEnum
 from pathlib import Path
@@ -32,6 +31,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, valu
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.multiprocess import mark_process_dead as _mark_process_dead
+
+from core.config import environment_variable
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class GatewayMetrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         if multiproc_dir is None:
-            multiproc_dir = os.environ.get(MULTIPROC_ENV) or None
+            multiproc_dir = environment_variable(MULTIPROC_ENV) or None
         self.multiproc_dir = Path(multiproc_dir) if multiproc_dir is not None else None
         self._exposition_registry = self.registry
         if self.multiproc_dir is not None:
@@ -302,6 +303,6 @@ class GatewayMetrics:
     @staticmethod
     def mark_process_dead(pid: int, multiproc_dir: str | Path | None = None) -> None:
         """Forget the live gauges of an exited worker (call from the server's child-exit hook)."""
-        path = multiproc_dir if multiproc_dir is not None else os.environ.get(MULTIPROC_ENV)
+        path = multiproc_dir if multiproc_dir is not None else environment_variable(MULTIPROC_ENV)
         if path:
             _mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]

@@ -54,7 +54,6 @@ Validation
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -63,6 +62,7 @@ from typing import Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from core.config import process_environment
 from core.errors import ConfigurationError
 from gateway.providers.base import Deployment, Mode, ProviderKind
 
@@ -288,7 +288,7 @@ def load_routing(path: Path | None, *, environ: Mapping[str, str] | None = None)
     """
     if path is None:
         return builtin_config()
-    env = os.environ if environ is None else environ
+    env = process_environment() if environ is None else environ
     label = str(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Mapping
 from types import ModuleType
 from typing import Any
 
 import orjson
 
+from core.config import export_to_children
 from gateway.providers.base import Deployment, ProviderResult, TokenUsage, UpstreamError, is_retryable_status
 
 _GATEWAY_FIELDS = frozenset({"model", "stream", "stream_options", "metadata"})
@@ -42,7 +42,7 @@ def load_litellm() -> Any:
     """Import litellm once, offline (its cost map from the package, no telemetry)."""
     global _litellm
     if _litellm is None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        export_to_children("LITELLM_LOCAL_MODEL_COST_MAP", "True", overwrite=False)
         import litellm
 
         litellm.telemetry = False
