@@ -65,6 +65,9 @@ def load_file(engine: Engine, root: LandingRoot, spec: DatasetSpec, file: Landin
         try:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute("SET LOCAL work_mem = '128MB'")
+                # The file's rows and its ingestion_files row commit together, so
+                # a commit lost in a crash only means the file reloads (idempotent).
+                cur.execute("SET LOCAL synchronous_commit = off")
                 cur.execute(
                     "INSERT INTO ingestion_files (file_id, run_id, dataset, partition, path, status) "
                     "VALUES (%s, %s, %s, %s, %s, 'running')",
@@ -146,19 +149,22 @@ def _mark_missing_binaries(cur: Any, root: LandingRoot) -> None:
 def _quarantine(cur: Any, spec: DatasetSpec, run_id: uuid.UUID, file_id: uuid.UUID, display: str) -> int:
     checks = ", ".join(spec.checks)
     merchant_join = "LEFT JOIN merchants m ON m.merchant_id = s.merchant_id" if spec.needs_merchant else ""
+    carried = "".join(f", {expr} AS {alias}" for alias, expr in spec.carry)
     # One pass computes every rule's reason next to the staged columns; the
     # quarantine and the merge both read this table, so no join is needed.
     cur.execute(
         f"""
         CREATE TEMP TABLE ingest_checked ON COMMIT DROP AS
-        SELECT s.*,
+        SELECT s.*{carried},
                CASE WHEN s.ingest_error IS NOT NULL THEN s.ingest_error
                     ELSE NULLIF(concat_ws('; ', {checks}), '') END AS ingest_reason
-        FROM ingest_stage s {merchant_join}
+        FROM ingest_stage s {merchant_join} {spec.lookup}
         """
     )
-    dropped = "'line_no' - 'ingest_raw' - 'ingest_error' - 'ingest_reason'" + (
-        " - 'ingest_missing'" if spec.name == "attachments" else ""
+    dropped = (
+        "'line_no' - 'ingest_raw' - 'ingest_error' - 'ingest_reason'"
+        + (" - 'ingest_missing'" if spec.name == "attachments" else "")
+        + "".join(f" - '{alias}'" for alias, _ in spec.carry)
     )
     cur.execute(
         f"""
@@ -191,8 +197,8 @@ def _merge(cur: Any, spec: DatasetSpec, partition: date) -> int:
     cur.execute(sql.SQL("ANALYZE valid ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)))
     if spec.name == "transactions":
         cur.execute(
-            "CREATE TEMP TABLE ingest_changed (transaction_id text PRIMARY KEY, merchant_id text, "
-            "occurred_at timestamptz, old_occurred_at timestamptz) ON COMMIT DROP"
+            "CREATE TEMP TABLE ingest_changed (transaction_id text, merchant_id text, "
+            "occurred_at timestamptz, old_occurred_at timestamptz, existed boolean) ON COMMIT DROP"
         )
     changed = 0
     for statement in spec.merge:
