@@ -78,6 +78,35 @@ class FileReader:
         except OSError as exc:
             raise FileLevelError(f"cannot read: {exc}") from exc
 
+    def csv_chunks(self) -> tuple[list[str], Iterator[bytes]] | None:
+        """Header names and the raw bytes after the header, for a COPY (FORMAT csv) fast path.
+
+        None when the file is not CSV or its header needs the full parser
+        (quotes, duplicate names). The caller must check that each record
+        took one line (else line numbers differ) and fall back to :meth:`rows`
+        on any error: this only reads bytes and validates nothing but the header.
+        """
+        fmt = self.file.fmt
+        if fmt not in ("csv", "csv.gz"):
+            return None
+        stream = self.root.open(self.file.relpath)
+        try:
+            binary: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=stream)) if fmt.endswith(".gz") else stream
+            head = binary.read(_CHUNK)
+            if head.startswith(codecs.BOM_UTF8):
+                head = head[len(codecs.BOM_UTF8) :]
+            end = head.find(b"\n")
+            line = head[:end] if end >= 0 else b""
+            names = [h.strip() for h in line.decode("utf-8").rstrip("\r").split(",")]
+            if end < 0 or b'"' in line or len(set(names)) != len(names):
+                stream.close()
+                return None
+            self._check_header(names)
+        except BaseException:
+            stream.close()
+            raise
+        return names, _chunks(stream, binary, head[end + 1 :])
+
     def _check_header(self, present: Sequence[str]) -> list[int | None]:
         missing = [c for c in self.required if c not in present]
         if missing:
@@ -166,6 +195,19 @@ class FileReader:
                         yield ParsedRow(line_no, [_json_value(data[c][i]) if c in data else None for c in self.columns])
             except (pa.ArrowInvalid, OSError) as exc:
                 raise FileLevelError(f"corrupt parquet file at row {line_no + 1}: {exc}") from exc
+
+
+_CHUNK = 1 << 20
+
+
+def _chunks(stream: IO[bytes], binary: IO[bytes], first: bytes) -> Iterator[bytes]:
+    try:
+        if first:
+            yield first
+        while chunk := binary.read(_CHUNK):
+            yield chunk
+    finally:
+        stream.close()
 
 
 def _strip_bom(lines: Any) -> Iterator[str]:
