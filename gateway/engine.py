@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -52,6 +53,11 @@ _DONE_FRAME: Final = b"data: [DONE]\n\n"
 _USAGE_MARK: Final = b'"usage":{'
 
 
+def new_request_id() -> uuid.UUID:
+    """A random (version 4) request id from the process PRNG: unique, cheap, not a secret."""
+    return uuid.UUID(int=random.getrandbits(128), version=4)
+
+
 @dataclass(slots=True)
 class RequestMeta:
     """Who a call serves and how it is traced (from headers or ``metadata``).
@@ -67,7 +73,7 @@ class RequestMeta:
             under the caller's trace.
     """
 
-    request_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    request_id: uuid.UUID = field(default_factory=new_request_id)
     merchant_id: str | None = None
     user_id: str | None = None
     session_id: str | None = None
@@ -94,7 +100,7 @@ class RequestMeta:
 
         tags = meta.get("tags")
         return cls(
-            request_id=request_id or uuid.uuid4(),
+            request_id=request_id or new_request_id(),
             merchant_id=pick("x-copilot-merchant", "merchant_id"),
             user_id=pick("x-copilot-user", "user_id") or (str(payload["user"])[:128] if payload.get("user") else None),
             session_id=pick("x-copilot-session", "session_id"),

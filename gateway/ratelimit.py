@@ -65,6 +65,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import random
 import threading
 import time
 import uuid
@@ -536,7 +537,7 @@ class RateLimiter:
                     param="max_tokens",
                 )
         reservation = Reservation(
-            reservation_id=uuid.uuid4().hex,
+            reservation_id=f"{random.getrandbits(128):032x}",  # unique per process PRNG; not a secret
             tenant_id=ctx.tenant_id,
             lineage_id=ctx.lineage_id,
             merchant_id=merchant_id,
