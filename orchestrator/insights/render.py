@@ -1,0 +1,74 @@
+"""Deterministic title and body from an insight's computed numbers.
+
+This is the fallback wording (and what is stored until the narrator and
+verifier are wired in): every number in it is one of the insight's facts,
+formatted for display.
+"""
+
+from __future__ import annotations
+
+from orchestrator.insights.types import Insight
+
+# ISO 4217 minor-unit exponents that differ from 2.
+_EXPONENTS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "HUF": 2, "BHD": 3, "KWD": 3, "OMR": 3, "TND": 3}
+
+
+def format_money(minor: float, currency: str) -> str:
+    """``1234`` EUR → ``"12.34 EUR"``; JPY has no decimals."""
+    exponent = _EXPONENTS.get(currency.upper(), 2)
+    value = abs(minor) / 10**exponent
+    sign = "-" if minor < 0 else ""
+    return f"{sign}{value:,.{exponent}f} {currency}"
+
+
+def _value(i: Insight, v: float) -> str:
+    if i.unit == "minor":
+        return format_money(v, i.currency)
+    if i.unit == "stars":
+        return f"{v:.2f}"
+    return f"{v:g}" if v == int(v) else f"{v:.1f}"
+
+
+_TITLES = {
+    "sales_anomaly": "Net sales {dir}",
+    "transactions_anomaly": "Number of payments {dir}",
+    "refund_spike": "Unusually many refunds",
+    "payment_failures": "Many failed card payments",
+    "outage": "No payments {subject_hours}",
+    "stock_out": "{product} stopped selling",
+    "product_drop": "{product} sold far less than usual",
+    "new_best_hour": "Best hour in weeks: {subject}:00",
+    "new_best_product": "{product} is your new best seller",
+    "review_shift": "Ratings {dir}",
+}
+
+
+def title(i: Insight) -> str:
+    """A short headline."""
+    product = str(i.evidence.get("product_name") or i.subject or "")
+    hours = ""
+    if i.kind == "outage" and i.subject:
+        start, end = i.subject.split("-")
+        hours = f"{start}:00-{end}:00"
+    template = _TITLES.get(i.kind, "{kind} {dir}")
+    return template.format(
+        dir="up" if i.direction == "up" else "down",
+        subject=i.subject or "",
+        subject_hours=hours,
+        product=product,
+        kind=i.kind.replace("_", " ").capitalize(),
+    ).strip()
+
+
+def body(i: Insight) -> str:
+    """One or two sentences with the observed and expected values."""
+    period = (
+        i.period_start.isoformat()
+        if i.period_start == i.period_end
+        else f"{i.period_start.isoformat()} to {i.period_end.isoformat()}"
+    )
+    metric = i.metric.replace("_", " ").capitalize()
+    text = f"{metric}: {_value(i, i.observed)} ({period}), usually {_value(i, i.expected)}."
+    if i.impact_minor:
+        text += f" Estimated effect: {format_money(i.impact_minor, i.currency)}."
+    return text
