@@ -45,6 +45,8 @@ from gateway.providers.base import Deployment, TokenUsage, UpstreamError
 from gateway.ratelimit import RateLimiter, Reservation, headers
 from gateway.router import ModelModeError, Router
 from gateway.tracing import GenerationRecord, Tracer
+from gateway.tracing_process import ProcessTracer
+from gateway.wire import LazyCompletionText, frame_text
 
 logger = logging.getLogger(__name__)
 
@@ -133,24 +135,6 @@ def _without_metadata(payload: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k != "metadata"}
 
 
-def _frame_text(frame: bytes) -> str:
-    """The generated text (content and tool-call arguments) of one chunk frame."""
-    try:
-        data = orjson.loads(frame[5:])
-    except orjson.JSONDecodeError:
-        return ""
-    parts: list[str] = []
-    for choice in data.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if delta.get("content"):
-            parts.append(str(delta["content"]))
-        for call in delta.get("tool_calls") or ():
-            function = call.get("function") or {}
-            parts.append(str(function.get("name") or ""))
-            parts.append(str(function.get("arguments") or ""))
-    return "".join(parts)
-
-
 def _error_frame(exc: UpstreamError) -> bytes:
     body = {"error": {"message": str(exc), "type": "api_error", "code": "upstream_error", "param": None}}
     return b"data: " + orjson.dumps(body) + b"\n\n"
@@ -176,7 +160,7 @@ class GatewayEngine:
         limiter: RateLimiter | None = None,
         cache: ResponseCache | None = None,
         recorder: UsageRecorder | None = None,
-        tracer: Tracer | None = None,
+        tracer: Tracer | ProcessTracer | None = None,
         metrics: GatewayMetrics | None = None,
         guards: Guards | None = None,
     ) -> None:
@@ -412,7 +396,7 @@ class GatewayEngine:
             status="ok",
             stream=False,
             payload=payload,
-            output=_LazyOutput(result.body),
+            output=LazyCompletionText(result.body),
         )
         out_headers["x-copilot-deployment"] = deployment.name
         return Completion(result.body, out_headers, deployment.name)
@@ -442,7 +426,7 @@ class GatewayEngine:
             stream=bool(payload.get("stream")),
             cache_hit=True,
             payload=payload,
-            output=_LazyOutput(cached) if endpoint == "chat" else None,
+            output=LazyCompletionText(cached) if endpoint == "chat" else None,
         )
         out_headers["x-copilot-cache"] = "hit"
         return Completion(cached, out_headers, None, cache_hit=True)
@@ -545,7 +529,7 @@ class GatewayEngine:
                 except Exception:  # the upstream is gone anyway
                     logger.debug("gateway.stream_close_failed", exc_info=True)
             if usage is None:
-                text = "".join(_frame_text(f) for f in seen)
+                text = "".join(frame_text(f) for f in seen)
                 usage = TokenUsage(
                     pricing.estimate_prompt_tokens(payload), pricing.count_tokens(text, deployment.model)
                 )
@@ -566,7 +550,7 @@ class GatewayEngine:
                 stream=True,
                 error=error,
                 payload=payload,
-                output=_LazyOutput(seen),
+                output=LazyCompletionText(seen),
                 first_token_ns=first_ns,
             )
             if status == "ok" and cache_key is not None and self.cache is not None:
@@ -634,26 +618,6 @@ class GatewayEngine:
             {"id": alias, "object": "model", "created": 0, "owned_by": "merchant-copilot"}
             for alias in allowed_models(auth, self.router.aliases())
         ]
-
-
-class _LazyOutput:
-    """A completion's text, extracted only when the tracer's worker thread serializes it."""
-
-    __slots__ = ("_source",)
-
-    def __init__(self, source: bytes | list[bytes]) -> None:
-        self._source = source
-
-    def __str__(self) -> str:
-        if isinstance(self._source, list):
-            return "".join(_frame_text(frame) for frame in self._source)
-        try:
-            message = (orjson.loads(self._source).get("choices") or [{}])[0].get("message") or {}
-        except (orjson.JSONDecodeError, AttributeError):
-            return ""
-        if message.get("tool_calls"):
-            return orjson.dumps({"content": message.get("content"), "tool_calls": message["tool_calls"]}).decode()
-        return str(message.get("content") or "")
 
 
 async def _replay(frames: list[bytes]) -> AsyncIterator[bytes]:

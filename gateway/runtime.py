@@ -36,7 +36,7 @@ from gateway.providers.openai import OpenAIProvider
 from gateway.ratelimit import RateLimiter
 from gateway.router import Router
 from gateway.routing import RoutingConfig, load_routing
-from gateway.tracing import Tracer
+from gateway.tracing_process import ProcessTracer
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class GatewayRuntime:
     redis: redis.asyncio.Redis
     sync_redis: Redis
     recorder: UsageRecorder
-    tracer: Tracer
+    tracer: ProcessTracer
     metrics: GatewayMetrics
     providers: dict[str, Provider] = field(default_factory=dict)
 
@@ -141,7 +141,9 @@ class GatewayRuntime:
             flush_interval_s=gw.usage_flush_interval_s,
         )
         await recorder.start()
-        tracer = Tracer(settings.langfuse, environment=settings.environment.value, on_drop=metrics.tracing_dropped)
+        tracer = ProcessTracer(
+            settings.langfuse, environment=settings.environment.value, on_drop=metrics.tracing_dropped
+        )
         engine = GatewayEngine(
             router,
             limiter=limiter,

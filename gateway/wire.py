@@ -115,3 +115,41 @@ def parse_embeddings(body: bytes | dict[str, Any], model: str) -> EmbeddingRespo
         data=[[float(x) for x in item["embedding"]] for item in items],
         usage=_usage(data.get("usage")),
     )
+
+
+def frame_text(frame: bytes) -> str:
+    """The generated text (content and tool-call arguments) of one chunk frame."""
+    try:
+        data = orjson.loads(frame[5:])
+    except orjson.JSONDecodeError:
+        return ""
+    parts: list[str] = []
+    for choice in data.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            parts.append(str(delta["content"]))
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {}
+            parts.append(str(function.get("name") or ""))
+            parts.append(str(function.get("arguments") or ""))
+    return "".join(parts)
+
+
+class LazyCompletionText:
+    """A completion's text, extracted only when the tracer's worker thread serializes it."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: bytes | list[bytes]) -> None:
+        self._source = source
+
+    def __str__(self) -> str:
+        if isinstance(self._source, list):
+            return "".join(frame_text(frame) for frame in self._source)
+        try:
+            message = (orjson.loads(self._source).get("choices") or [{}])[0].get("message") or {}
+        except (orjson.JSONDecodeError, AttributeError):
+            return ""
+        if message.get("tool_calls"):
+            return orjson.dumps({"content": message.get("content"), "tool_calls": message["tool_calls"]}).decode()
+        return str(message.get("content") or "")
