@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from core.config import Settings
 from core.db import Database
 from core.embedded import resolve_services
+from core.errors import ConfigurationError
 from gateway.types import EmbeddingClient
 
 
@@ -40,11 +41,29 @@ class PipelineContext:
         return self.database.admin_engine
 
     def get_embedder(self) -> EmbeddingClient:
-        """The configured embedding client, else the built-in local embedder."""
-        if self.embedder is None:
-            from gateway.embedder import LocalEmbedder
+        """The embedding client: the remote gateway when one is configured, else the built-in embedder.
 
-            self.embedder = LocalEmbedder()
+        With ``COPILOT_GATEWAY__URL`` (and ``__API_KEY``) every embedding call goes
+        through the LLM gateway (keys, limits, metering, tracing, routing to the
+        configured embedding model). Without it, batch jobs embed in process
+        with the same local embedder the gateway's ``copilot-local-embed``
+        alias serves, so vectors are identical either way.
+
+        Raises:
+            ConfigurationError: A gateway URL without an API key.
+        """
+        if self.embedder is None:
+            gateway = self.settings.gateway
+            if gateway.url:
+                if gateway.api_key is None:
+                    raise ConfigurationError("COPILOT_GATEWAY__URL is set but COPILOT_GATEWAY__API_KEY is not")
+                from gateway.http_client import HttpGateway
+
+                self.embedder = HttpGateway(gateway.url, gateway.api_key)
+            else:
+                from gateway.embedder import LocalEmbedder
+
+                self.embedder = LocalEmbedder()
         return self.embedder
 
     def close(self) -> None:
