@@ -155,6 +155,8 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "COPILOT_DATABASE__APP_PASSWORD must be set in production (the development default is refused)"
                 )
+            if self.gateway.key_pepper is None:
+                raise ValueError("COPILOT_GATEWAY__KEY_PEPPER must be set in production (API key hashes use it)")
         return self
 
     @property

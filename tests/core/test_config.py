@@ -53,6 +53,9 @@ def test_production_refuses_embedded_and_default_secrets(monkeypatch: pytest.Mon
     with pytest.raises(ValidationError, match="APP_PASSWORD"):
         Settings()
     monkeypatch.setenv("COPILOT_DATABASE__APP_PASSWORD", "a-real-secret")
+    with pytest.raises(ValidationError, match="KEY_PEPPER"):
+        Settings()
+    monkeypatch.setenv("COPILOT_GATEWAY__KEY_PEPPER", "a-server-pepper")
     assert Settings().environment is Environment.PRODUCTION
 
 

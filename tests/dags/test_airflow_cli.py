@@ -147,6 +147,7 @@ def test_up_refuses_production(cli_settings: None, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("COPILOT_DATABASE__URL", PG_URL)
     monkeypatch.setenv("COPILOT_REDIS__URL", "redis://cache:6379/0")
     monkeypatch.setenv("COPILOT_DATABASE__APP_PASSWORD", "a-real-secret")
+    monkeypatch.setenv("COPILOT_GATEWAY__KEY_PEPPER", "a-server-pepper")
     result = CliRunner().invoke(app, ["up"])
     assert isinstance(result.exception, ConfigurationError)
     assert "local development" in str(result.exception)
