@@ -55,6 +55,7 @@ class Reference:
         self.products = products
         self.local: dict[str, list[Local]] = defaultdict(list)
         self.first_sale_day: dict[tuple[str, str], date] = {}
+        self._periods: dict[tuple[str, date, date], list[Local]] = {}
         for t in txns:
             tz = ZoneInfo(merchants[t.merchant_id].timezone)
             loc = Local(t, t.occurred_at.astimezone(tz))
@@ -119,7 +120,10 @@ class Reference:
         raise AssertionError(metric)
 
     def in_period(self, merchant_id: str, start: date, end: date) -> list[Local]:
-        return [x for x in self.local[merchant_id] if start <= x.day < end]
+        key = (merchant_id, start, end)
+        if key not in self._periods:
+            self._periods[key] = [x for x in self.local[merchant_id] if start <= x.day < end]
+        return self._periods[key]
 
     def compute(
         self, merchant_id: str, metric: str, start: date, end: date, group: str = "none"
