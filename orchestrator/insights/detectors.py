@@ -632,7 +632,8 @@ def detect_review_shift(md: MerchantData, cfg: DetectorConfig = DEFAULT_CONFIG) 
     base_days = (base_end - base_start).days + 1
     if base_days < 14:
         return []
-    base = [r for d, r in md.reviews.items() if base_start <= d <= base_end]
+    # Days that were themselves bursts of bad reviews would make the next weeks look like a recovery.
+    base = [r for d, r in md.reviews.items() if base_start <= d <= base_end and not (r.low >= 2 and 2 * r.low >= r.n)]
     n_b = sum(r.n for r in base)
     low_rate = (sum(r.low for r in base) + 0.5) / base_days
     mean_b = sum(r.rating_sum for r in base) / n_b if n_b else None

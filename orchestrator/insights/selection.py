@@ -52,7 +52,7 @@ _SALES_EFFECT: Mapping[str, str | None] = MappingProxyType(
 )
 
 DEFAULT_COOLDOWN_DAYS: Mapping[str, int] = MappingProxyType(
-    {"review_shift": 7, "new_best_product": 14, "new_best_hour": 7, "stock_out": 7}
+    {"review_shift": 14, "new_best_product": 14, "new_best_hour": 7, "stock_out": 7}
 )
 
 
