@@ -340,3 +340,35 @@ def test_isolation(db: Database, reference: Reference) -> None:
     for merchant_id in MERCHANTS:
         total, _ = reference.compute(merchant_id, "net_sales", date(2025, 10, 4), date(2026, 1, 6))
         assert run(db, merchant_id, query).total == total
+
+
+def test_the_async_path_gives_the_same_result(db: Database) -> None:
+    import asyncio
+
+    from core.db import async_session_scope, create_async_db_engine, make_async_sessionmaker
+    from core.metrics import arun_metric_query
+
+    query = MetricQuery(metric=Metric.UNIQUE_CUSTOMERS, period="last week", group_by=GroupBy.DAY)
+
+    async def go() -> MetricResult:
+        engine = create_async_db_engine(db.app_url, db.settings)
+        try:
+            async with async_session_scope(make_async_sessionmaker(engine), "M0003") as session:
+                return await arun_metric_query(session, "M0003", query, as_of=AS_OF)
+        finally:
+            await engine.dispose()
+
+    got = asyncio.run(go())
+    want = run(db, "M0003", query)
+    assert got.model_dump(exclude={"elapsed_ms"}) == want.model_dump(exclude={"elapsed_ms"})
+
+
+def test_queries_are_fast_on_the_aggregates(db: Database) -> None:
+    # Not a benchmark (bench/ask.py is): a guard against a plan that scans the facts by mistake.
+    query = MetricQuery(metric=Metric.NET_SALES, period="last month", compare="same_weekday", group_by=GroupBy.WEEKDAY)
+    with db.merchant_session("M0001") as session:
+        merchant = load_merchant(session, "M0001")
+        times = sorted(
+            run_metric_query(session, "M0001", query, as_of=AS_OF, merchant=merchant).elapsed_ms for _ in range(5)
+        )
+    assert times[2] < 50, times
