@@ -361,22 +361,36 @@ class GatewayEngine:
             GatewayError: Guards, authorization, limits or an unknown model.
             UpstreamError: Every deployment and fallback failed.
         """
-        started_ns = meta.started_ns
         shape = check_chat(payload, self.guards)
         if shape.stream:
             raise InvalidRequestError("Use stream_chat for 'stream': true.", param="stream")
         authorize(auth, "chat", shape.model, meta.merchant_id)
         deployments = self._deployments(shape.model, "chat")
+        completion = shape.max_completion_tokens * shape.choices
+        return await self._complete("chat", auth, meta, shape.model, payload, deployments, completion)
+
+    async def _complete(
+        self,
+        endpoint: Endpoint,
+        auth: AuthContext,
+        meta: RequestMeta,
+        alias: str,
+        payload: dict[str, Any],
+        deployments: list[Deployment],
+        completion_tokens: int,
+    ) -> Completion:
+        """The non-streamed path shared by chat and embeddings: cache, admit, route, settle, account."""
         cache_key: str | None = None
         if self.cache is not None and auth.cache_enabled:
-            cache_key = self.cache.key_for(auth.tenant_id, meta.merchant_id, "chat", payload)
+            cache_key = self.cache.key_for(auth.tenant_id, meta.merchant_id, endpoint, payload)
             cached = await self.cache.get(cache_key)
             if cached is not None:
-                return await self._cached("chat", auth, meta, shape.model, payload, cached, started_ns)
-        tokens, cost_estimate = self._estimate(deployments, payload, shape.max_completion_tokens * shape.choices)
+                return await self._cached(endpoint, auth, meta, alias, payload, cached, meta.started_ns)
+        tokens, cost_estimate = self._estimate(deployments, payload, completion_tokens)
         reservation, out_headers = await self._admit(auth, meta, tokens, cost_estimate)
+        call = self.router.chat if endpoint == "chat" else self.router.embeddings
         try:
-            deployment, result = await self.router.chat(shape.model, _without_metadata(payload))
+            deployment, result = await call(alias, _without_metadata(payload))
         except BaseException:
             self._settle(reservation, 0, 0)
             raise
@@ -385,18 +399,18 @@ class GatewayEngine:
         if cache_key is not None and self.cache is not None:
             self._background(self.cache.set(cache_key, result.body))
         self._finish(
-            endpoint="chat",
+            endpoint=endpoint,
             auth=auth,
             meta=meta,
-            alias=shape.model,
+            alias=alias,
             deployment=deployment,
             usage=result.usage,
             cost=cost,
-            started_ns=started_ns,
+            started_ns=meta.started_ns,
             status="ok",
             stream=False,
             payload=payload,
-            output=LazyCompletionText(result.body),
+            output=LazyCompletionText(result.body) if endpoint == "chat" else None,
         )
         out_headers["x-copilot-deployment"] = deployment.name
         return Completion(result.body, out_headers, deployment.name)
@@ -570,42 +584,10 @@ class GatewayEngine:
 
     async def _embeddings(self, auth: AuthContext, payload: dict[str, Any], meta: RequestMeta) -> Completion:
         """An embeddings call."""
-        started_ns = meta.started_ns
         alias, _count = check_embeddings(payload)
         authorize(auth, "embeddings", alias, meta.merchant_id)
         deployments = self._deployments(alias, "embedding")
-        cache_key: str | None = None
-        if self.cache is not None and auth.cache_enabled:
-            cache_key = self.cache.key_for(auth.tenant_id, meta.merchant_id, "embeddings", payload)
-            cached = await self.cache.get(cache_key)
-            if cached is not None:
-                return await self._cached("embeddings", auth, meta, alias, payload, cached, started_ns)
-        tokens, cost_estimate = self._estimate(deployments, payload, 0)
-        reservation, out_headers = await self._admit(auth, meta, tokens, cost_estimate)
-        try:
-            deployment, result = await self.router.embeddings(alias, _without_metadata(payload))
-        except BaseException:
-            self._settle(reservation, 0, 0)
-            raise
-        cost = pricing.cost_micros(deployment, result.usage)
-        self._settle(reservation, result.usage.total_tokens, cost)
-        if cache_key is not None and self.cache is not None:
-            self._background(self.cache.set(cache_key, result.body))
-        self._finish(
-            endpoint="embeddings",
-            auth=auth,
-            meta=meta,
-            alias=alias,
-            deployment=deployment,
-            usage=result.usage,
-            cost=cost,
-            started_ns=started_ns,
-            status="ok",
-            stream=False,
-            payload=payload,
-        )
-        out_headers["x-copilot-deployment"] = deployment.name
-        return Completion(result.body, out_headers, deployment.name)
+        return await self._complete("embeddings", auth, meta, alias, payload, deployments, 0)
 
     # ----------------------------------------------------------------- models
 
