@@ -36,14 +36,14 @@ import orjson
 
 from gateway import pricing
 from gateway.cache import ResponseCache, completion_as_sse
-from gateway.errors import GatewayError, RateLimitExceededError
-from gateway.guards import Guards, InvalidRequestError, check_chat, check_embeddings
-from gateway.keys import AuthContext, authorize
+from gateway.errors import GatewayError, InvalidRequestError, ModelModeError, RateLimitExceededError
+from gateway.guards import Guards, check_chat, check_embeddings
+from gateway.keys import AuthContext, allowed_models, authorize
 from gateway.metering import UsageEvent, UsageRecorder
 from gateway.metrics import GatewayMetrics
 from gateway.providers.base import Deployment, TokenUsage, UpstreamError
 from gateway.ratelimit import RateLimiter, Reservation, headers
-from gateway.router import ModelModeError, Router
+from gateway.router import Router
 from gateway.tracing import GenerationRecord, Tracer
 from gateway.tracing_process import ProcessTracer
 from gateway.wire import LazyCompletionText, frame_text
@@ -594,8 +594,6 @@ class GatewayEngine:
     def models(self, auth: AuthContext) -> list[dict[str, Any]]:
         """The aliases this key may call, in OpenAI's ``/v1/models`` shape."""
         authorize(auth, "models")
-        from gateway.keys import allowed_models
-
         return [
             {"id": alias, "object": "model", "created": 0, "owned_by": "merchant-copilot"}
             for alias in allowed_models(auth, self.router.aliases())

@@ -17,6 +17,11 @@ RequestTooLargeError       413     invalid_request_error   request_too_large
 RateLimitExceededError     429     requests / tokens       rate_limit_exceeded
 BudgetExceededError        429     insufficient_quota      budget_exceeded
 RateLimiterUnavailable...  503     api_error               rate_limiter_unavailable
+InvalidRequestError        400     invalid_request_error   invalid_request
+ModelNotFoundError         404     invalid_request_error   model_not_found
+ModelModeError             400     invalid_request_error   model_not_supported
+NoHealthyDeploymentError   503     api_error               no_healthy_deployment
+DeploymentsBusyError       429     requests                deployments_busy
 =========================  ======  ======================  =====================
 
 A spent budget is a 429 with ``type`` ``insufficient_quota``, as OpenAI
@@ -145,10 +150,64 @@ class RateLimiterUnavailableError(GatewayError):
     error_type = "api_error"
 
 
+class InvalidRequestError(GatewayError):
+    """The request is malformed or asks for something this gateway does not allow."""
+
+    status = 400
+    code = "invalid_request"
+    title = "Invalid request"
+    error_type = "invalid_request_error"
+
+
+class ModelNotFoundError(GatewayError):
+    """The requested alias is not configured (OpenAI's 404 ``model_not_found``)."""
+
+    status = 404
+    code = "model_not_found"
+    title = "Model not found"
+    error_type = "invalid_request_error"
+
+    def __init__(self, alias: str, **kwargs: Any) -> None:
+        kwargs.setdefault("param", "model")
+        super().__init__(f"The model `{alias}` does not exist or you do not have access to it.", **kwargs)
+
+
+class ModelModeError(GatewayError):
+    """The alias exists but serves the other endpoint (e.g. chat on an embedding model)."""
+
+    status = 400
+    code = "model_not_supported"
+    title = "Model not supported"
+    error_type = "invalid_request_error"
+
+
+class NoHealthyDeploymentError(GatewayError):
+    """Every deployment of the alias and its fallbacks has an open circuit."""
+
+    status = 503
+    code = "no_healthy_deployment"
+    title = "No healthy deployment"
+    error_type = "api_error"
+
+
+class DeploymentsBusyError(GatewayError):
+    """Every usable deployment is at its concurrency cap (or running its half-open trial)."""
+
+    status = 429
+    code = "deployments_busy"
+    title = "Deployments busy"
+    error_type = "requests"
+
+
 __all__ = [
     "BudgetExceededError",
+    "DeploymentsBusyError",
     "GatewayError",
     "InvalidApiKeyError",
+    "InvalidRequestError",
+    "ModelModeError",
+    "ModelNotFoundError",
+    "NoHealthyDeploymentError",
     "PermissionDeniedError",
     "RateLimitExceededError",
     "RateLimiterUnavailableError",

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.errors import GatewayError
+from gateway.errors import InvalidRequestError
 
 CHAT_PARAMS: Final = frozenset(
     {
@@ -47,15 +47,6 @@ EMBEDDING_PARAMS: Final = frozenset({"model", "input", "encoding_format", "dimen
 _ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_CHOICES: Final = 4
 MAX_EMBEDDING_INPUTS: Final = 2048
-
-
-class InvalidRequestError(GatewayError):
-    """The request is malformed or asks for something this gateway does not allow."""
-
-    status = 400
-    code = "invalid_request"
-    title = "Invalid request"
-    error_type = "invalid_request_error"
 
 
 @dataclass(frozen=True, slots=True)

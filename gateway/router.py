@@ -83,7 +83,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from core.errors import ConfigurationError
-from gateway.errors import GatewayError
+from gateway.errors import (
+    DeploymentsBusyError,
+    ModelModeError,
+    ModelNotFoundError,
+    NoHealthyDeploymentError,
+)
 from gateway.providers.base import Deployment, Mode, Provider, ProviderResult, UpstreamError
 from gateway.routing import ModelGroup, RoutingConfig
 
@@ -95,49 +100,6 @@ T = TypeVar("T")
 
 # Weight of the newest sample in the latency moving average.
 _EWMA_ALPHA = 0.3
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class ModelNotFoundError(GatewayError):
-    """The requested alias is not configured (OpenAI's 404 ``model_not_found``)."""
-
-    status = 404
-    code = "model_not_found"
-    title = "Model not found"
-    error_type = "invalid_request_error"
-
-    def __init__(self, alias: str, **kwargs: Any) -> None:
-        kwargs.setdefault("param", "model")
-        super().__init__(f"The model `{alias}` does not exist or you do not have access to it.", **kwargs)
-
-
-class ModelModeError(GatewayError):
-    """The alias exists but serves the other endpoint (e.g. chat on an embedding model)."""
-
-    status = 400
-    code = "model_not_supported"
-    title = "Model not supported"
-    error_type = "invalid_request_error"
-
-
-class NoHealthyDeploymentError(GatewayError):
-    """Every deployment of the alias and its fallbacks has an open circuit."""
-
-    status = 503
-    code = "no_healthy_deployment"
-    title = "No healthy deployment"
-    error_type = "api_error"
-
-
-class DeploymentsBusyError(GatewayError):
-    """Every usable deployment is at its concurrency cap (or running its half-open trial)."""
-
-    status = 429
-    code = "deployments_busy"
-    title = "Deployments busy"
-    error_type = "requests"
 
 
 # --------------------------------------------------------------------------- state

@@ -41,8 +41,7 @@ from core.config import Settings, get_settings
 from core.errors import CopilotError
 from gateway.admin import build_admin_router
 from gateway.engine import RequestMeta, new_request_id
-from gateway.errors import GatewayError
-from gateway.guards import InvalidRequestError
+from gateway.errors import GatewayError, InvalidRequestError
 from gateway.keys import AuthContext
 from gateway.providers.base import UpstreamError
 from gateway.routing import RoutingConfig

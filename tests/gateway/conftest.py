@@ -29,13 +29,23 @@ class ManualClock:
         self.now += timedelta(**delta)
 
 
-@pytest.fixture
-def tenant(admin_engine: Engine) -> Iterator[str]:
-    """A tenant id unique to the test; its keys are deleted afterwards (the store commits)."""
-    tenant_id = f"t-{uuid.uuid4().hex[:10]}"
+def _unique_tenant(admin_engine: Engine, prefix: str) -> Iterator[str]:
+    tenant_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
     yield tenant_id
     with admin_engine.begin() as connection:
         connection.execute(text("DELETE FROM api_keys WHERE tenant_id = :t"), {"t": tenant_id})
+
+
+@pytest.fixture
+def tenant(admin_engine: Engine) -> Iterator[str]:
+    """A tenant id unique to the test; its keys are deleted afterwards (the store commits)."""
+    yield from _unique_tenant(admin_engine, "t")
+
+
+@pytest.fixture
+def other_tenant(admin_engine: Engine) -> Iterator[str]:
+    """A second tenant unique to the test, for isolation checks."""
+    yield from _unique_tenant(admin_engine, "o")
 
 
 @pytest.fixture

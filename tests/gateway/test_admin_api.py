@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +15,7 @@ import redis
 import redis.asyncio
 from fastapi import FastAPI, Request
 from pydantic import SecretStr
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from gateway.admin import build_admin_router
 from gateway.keys import KeyAuthenticator, KeyStore, Role, parse_key
@@ -31,14 +31,6 @@ Scenario = Callable[[httpx.AsyncClient], Awaitable[None]]
 def key_store(admin_engine: Engine, redis_client: redis.Redis) -> KeyStore:
     """A store on the real clock (the authenticator checks expiry on the real clock too)."""
     return KeyStore(admin_engine, pepper=PEPPER, redis_client=redis_client)
-
-
-@pytest.fixture
-def other_tenant(admin_engine: Engine) -> Iterator[str]:
-    tenant_id = f"o-{uuid.uuid4().hex[:10]}"
-    yield tenant_id
-    with admin_engine.begin() as connection:
-        connection.execute(text("DELETE FROM api_keys WHERE tenant_id = :t"), {"t": tenant_id})
 
 
 @asynccontextmanager

@@ -107,14 +107,6 @@ def key_store(admin_engine: Engine, redis_client: redis.Redis) -> KeyStore:
     return KeyStore(admin_engine, redis_client=redis_client)
 
 
-@pytest.fixture
-def tenant_b(admin_engine: Engine) -> Iterator[str]:
-    tenant_id = f"b-{uuid.uuid4().hex[:10]}"
-    yield tenant_id
-    with admin_engine.begin() as connection:
-        connection.execute(text("DELETE FROM api_keys WHERE tenant_id = :t"), {"t": tenant_id})
-
-
 @dataclass
 class Harness:
     client: httpx.AsyncClient
@@ -184,6 +176,19 @@ def run(scenario: Scenario, database_url: str, redis_url: str, routing_file: Pat
     asyncio.run(main())
 
 
+Runner = Callable[..., None]
+
+
+@pytest.fixture
+def gateway(database_url: str, redis_url: str, routing_file: Path, tmp_path: Path) -> Runner:
+    """Runs a scenario against a fresh gateway on the test database, Redis and routing file."""
+
+    def runner(scenario: Scenario, **kw: Any) -> None:
+        run(scenario, database_url, redis_url, routing_file, tmp_path, **kw)
+
+    return runner
+
+
 def usage_rows(engine: Engine, tenant_id: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(
@@ -207,14 +212,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 
 def test_chat_passes_the_upstream_body_through_and_meters_it(
-    key_store: KeyStore,
-    tenant: str,
-    database_url: str,
-    redis_url: str,
-    routing_file: Path,
-    tmp_path: Path,
-    admin_engine: Engine,
-    upstream: UpstreamServer,
+    key_store: KeyStore, tenant: str, admin_engine: Engine, upstream: UpstreamServer, gateway: Runner
 ) -> None:
     record, key = key_store.create("svc", tenant, limits={"rpm": 100, "tpm": 100_000})
 
@@ -249,12 +247,10 @@ def test_chat_passes_the_upstream_body_through_and_meters_it(
             "ok",
         )
 
-    run(scenario, database_url, redis_url, routing_file, tmp_path)
+    gateway(scenario)
 
 
-def test_auth_failures_and_scope_denials_use_openai_errors(
-    key_store: KeyStore, tenant: str, database_url: str, redis_url: str, routing_file: Path, tmp_path: Path
-) -> None:
+def test_auth_failures_and_scope_denials_use_openai_errors(key_store: KeyStore, tenant: str, gateway: Runner) -> None:
     _, scoped = key_store.create("scoped", tenant, scopes={"models": ["backup"], "merchants": ["m-1"]})
     revoked_record, revoked = key_store.create("gone", tenant)
     key_store.revoke(revoked_record.key_id)
@@ -278,17 +274,11 @@ def test_auth_failures_and_scope_denials_use_openai_errors(
         unknown = await h.chat(scoped, body("nope"))
         assert unknown.status_code in (403, 404)
 
-    run(scenario, database_url, redis_url, routing_file, tmp_path)
+    gateway(scenario)
 
 
 def test_guards_refuse_before_any_provider_call(
-    key_store: KeyStore,
-    tenant: str,
-    database_url: str,
-    redis_url: str,
-    routing_file: Path,
-    tmp_path: Path,
-    upstream: UpstreamServer,
+    key_store: KeyStore, tenant: str, upstream: UpstreamServer, gateway: Runner
 ) -> None:
     _, key = key_store.create("guards", tenant)
 
@@ -313,18 +303,11 @@ def test_guards_refuse_before_any_provider_call(
         assert embed_on_chat.status_code == 400
         assert upstream.count("gpt-4o-mini") == 0
 
-    run(scenario, database_url, redis_url, routing_file, tmp_path)
+    gateway(scenario)
 
 
 def test_rpm_limit_answers_429_with_retry_after(
-    key_store: KeyStore,
-    tenant: str,
-    database_url: str,
-    redis_url: str,
-    routing_file: Path,
-    tmp_path: Path,
-    admin_engine: Engine,
-    upstream: UpstreamServer,
+    key_store: KeyStore, tenant: str, admin_engine: Engine, upstream: UpstreamServer, gateway: Runner
 ) -> None:
     _, key = key_store.create("rpm", tenant, limits={"rpm": 2})
 
@@ -340,18 +323,11 @@ def test_rpm_limit_answers_429_with_retry_after(
         await h.settle()
         assert [r["status"] for r in usage_rows(admin_engine, tenant)].count("ok") == 2
 
-    run(scenario, database_url, redis_url, routing_file, tmp_path)
+    gateway(scenario)
 
 
 def test_budget_race_never_overshoots_what_was_reserved(
-    key_store: KeyStore,
-    tenant: str,
-    database_url: str,
-    redis_url: str,
-    routing_file: Path,
-    tmp_path: Path,
-    admin_engine: Engine,
-    upstream: UpstreamServer,
+    key_store: KeyStore, tenant: str, admin_engine: Engine, upstream: UpstreamServer, gateway: Runner
 ) -> None:
     # Each request reserves at most (prompt estimate + 100 max_tokens) tokens at the test prices;
     # a budget of 2,500 micro-USD admits only a handful of the 50 concurrent requests.
@@ -375,7 +351,7 @@ def test_budget_race_never_overshoots_what_was_reserved(
         assert 0 < spent <= budget
 
     try:
-        run(scenario, database_url, redis_url, routing_file, tmp_path)
+        gateway(scenario)
     finally:
         upstream.behave("gpt-4o-mini", latency_s=0.0)
 
@@ -388,13 +364,7 @@ def _frames(text_body: str) -> list[str]:
 
 
 def test_stream_passthrough_with_usage_from_the_final_chunk(
-    key_store: KeyStore,
-    tenant: str,
-    database_url: str,
-    redis_url: str,
-    routing_file: Path,
-    tmp_path: Path,
-    admin_engine: Engine,
+    key_store: KeyStore, tenant: str, admin_engine: Engine, gateway: Runner
 ) -> None:
     _, key = key_store.create("stream", tenant)
 
@@ -429,18 +399,11 @@ def test_stream_passthrough_with_usage_from_the_final_chunk(
         assert rows[1]["completion_tokens"] == usage_chunk["usage"]["completion_tokens"]
         assert rows[1]["prompt_tokens"] == usage_chunk["usage"]["prompt_tokens"]
 
-    run(scenario, database_url, redis_url, routing_file, tmp_path)
+    gateway(scenario)
 
 
 def test_cut_and_broken_streams_are_still_metered(
-    key_store: KeyStore,
-    tenant: str,
-    database_url: str,
-    redis_url: str,
-    routing_file: Path,
-    tmp_path: Path,
-    admin_engine: Engine,
-    upstream: UpstreamServer,
+    key_store: KeyStore, tenant: str, admin_engine: Engine, upstream: UpstreamServer, gateway: Runner
 ) -> None:
     _, key = key_store.create("cut", tenant)
     upstream.behave("gpt-4o-mini", chunks=40, chunk_latency_s=0.05)
@@ -477,7 +440,7 @@ def test_cut_and_broken_streams_are_still_metered(
         assert by_status["upstream_error"]["completion_tokens"] > 0
 
     try:
-        run(scenario, database_url, redis_url, routing_file, tmp_path)
+        gateway(scenario)
     finally:
         upstream.behave("gpt-4o-mini", chunks=None, chunk_latency_s=0.0)
         upstream.behave("backup-model", chunks=None, reset_after_chunks=None)
@@ -487,13 +450,7 @@ def test_cut_and_broken_streams_are_still_metered(
 
 
 def test_fallback_and_circuit_breaker(
-    key_store: KeyStore,
-    tenant: str,
-    database_url: str,
-    redis_url: str,
-    routing_file: Path,
-    tmp_path: Path,
-    upstream: UpstreamServer,
+    key_store: KeyStore, tenant: str, upstream: UpstreamServer, gateway: Runner
 ) -> None:
     _, key = key_store.create("route", tenant)
     upstream.behave("flaky-model", status=500)
@@ -517,21 +474,13 @@ def test_fallback_and_circuit_breaker(
         assert upstream.count("broken-model") == 1
 
     try:
-        run(scenario, database_url, redis_url, routing_file, tmp_path)
+        gateway(scenario)
     finally:
         upstream.behave("flaky-model", status=None)
         upstream.behave("broken-model", status=None)
 
 
-def test_upstream_timeout_is_a_504(
-    key_store: KeyStore,
-    tenant: str,
-    database_url: str,
-    redis_url: str,
-    routing_file: Path,
-    tmp_path: Path,
-    upstream: UpstreamServer,
-) -> None:
+def test_upstream_timeout_is_a_504(key_store: KeyStore, tenant: str, upstream: UpstreamServer, gateway: Runner) -> None:
     _, key = key_store.create("timeout", tenant)
     upstream.behave("gpt-4o-mini", hang=True)
 
@@ -541,7 +490,7 @@ def test_upstream_timeout_is_a_504(
         assert error_of(response)["code"] == "upstream_timeout"
 
     try:
-        run(scenario, database_url, redis_url, routing_file, tmp_path)
+        gateway(scenario)
     finally:
         upstream.behave("gpt-4o-mini", hang=False)
 
@@ -550,17 +499,10 @@ def test_upstream_timeout_is_a_504(
 
 
 def test_cache_is_opt_in_and_isolated_between_tenants(
-    key_store: KeyStore,
-    tenant: str,
-    tenant_b: str,
-    database_url: str,
-    redis_url: str,
-    routing_file: Path,
-    tmp_path: Path,
-    upstream: UpstreamServer,
+    key_store: KeyStore, tenant: str, other_tenant: str, upstream: UpstreamServer, gateway: Runner
 ) -> None:
     _, key_a = key_store.create("cache-a", tenant, cache_enabled=True)
-    _, key_b = key_store.create("cache-b", tenant_b, cache_enabled=True)
+    _, key_b = key_store.create("cache-b", other_tenant, cache_enabled=True)
     _, key_off = key_store.create("no-cache", tenant)
     question = body(content=f"cache me {uuid.uuid4().hex}")
 
@@ -590,17 +532,11 @@ def test_cache_is_opt_in_and_isolated_between_tenants(
         assert frames[-1] == "[DONE]"
         assert upstream.count("gpt-4o-mini") == 4
 
-    run(scenario, database_url, redis_url, routing_file, tmp_path)
+    gateway(scenario)
 
 
 def test_embeddings_models_health_and_metrics(
-    key_store: KeyStore,
-    tenant: str,
-    database_url: str,
-    redis_url: str,
-    routing_file: Path,
-    tmp_path: Path,
-    admin_engine: Engine,
+    key_store: KeyStore, tenant: str, admin_engine: Engine, gateway: Runner
 ) -> None:
     _, key = key_store.create("embed", tenant)
 
@@ -623,12 +559,10 @@ def test_embeddings_models_health_and_metrics(
         assert [(r["endpoint"], r["status"]) for r in rows] == [("embeddings", "ok")]
         assert rows[0]["prompt_tokens"] == data["usage"]["prompt_tokens"]
 
-    run(scenario, database_url, redis_url, routing_file, tmp_path)
+    gateway(scenario)
 
 
-def test_every_call_is_a_langfuse_generation(
-    key_store: KeyStore, tenant: str, database_url: str, redis_url: str, routing_file: Path, tmp_path: Path
-) -> None:
+def test_every_call_is_a_langfuse_generation(key_store: KeyStore, tenant: str, gateway: Runner) -> None:
     record, key = key_store.create("traced", tenant)
 
     with OtlpReceiver(public_key="pk-gw", secret_key="sk-gw") as receiver:
@@ -641,7 +575,7 @@ def test_every_call_is_a_langfuse_generation(
             assert response.status_code == 200
             h.runtime.tracer.flush(5)
 
-        run(scenario, database_url, redis_url, routing_file, tmp_path, langfuse=langfuse)
+        gateway(scenario, langfuse=langfuse)
         span = receiver.wait_for(lambda s: s["attributes"].get("langfuse.observation.type") == "generation")[0]
     attrs = span["attributes"]
     assert attrs["langfuse.observation.model.name"] == "gpt-4o-mini"
