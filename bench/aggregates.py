@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -85,20 +83,15 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "aggregates.json"))
     args = parser.parse_args()
 
+    from bench._embedded import migrated_postgres
     from core.config import DatabaseSettings, Settings
     from core.db import Database
     from core.db.engine import normalize_url
-    from core.db.migrate import migrate
-    from core.embedded import EmbeddedPostgres
     from pipelines.aggregates import refresh_range
     from pipelines.context import PipelineContext
 
-    workdir = tempfile.mkdtemp(prefix="bench-agg-", dir="/tmp")
-    server = EmbeddedPostgres(Path(workdir), database="bench_aggregates")
-    url = server.start()
-    try:
-        settings = DatabaseSettings(pool_size=4, statement_timeout_ms=0)
-        migrate(url, settings)
+    settings = DatabaseSettings(pool_size=4, statement_timeout_ms=0)
+    with migrated_postgres("bench-agg-", "bench_aggregates", settings) as url:
         engine = create_engine(normalize_url(url), poolclass=pool.NullPool)
         params = {"merchants": args.merchants, "days": args.days, "per_day": args.per_day, "first": FIRST}
         started = time.perf_counter()
@@ -122,9 +115,6 @@ def main() -> None:
         unchanged = refresh_range(ctx, FIRST - timedelta(days=1), last)
         ctx.close()
         engine.dispose()
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
     rows = [
         ("baseline GROUP BY", baseline, None),

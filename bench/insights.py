@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -157,18 +155,15 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "insights.json"))
     args = parser.parse_args()
 
+    from bench._embedded import migrated_postgres
     from core.config import DatabaseSettings
     from core.db.engine import normalize_url
-    from core.db.migrate import migrate
-    from core.embedded import EmbeddedPostgres
     from orchestrator.insights import detect_all
     from orchestrator.insights.data import load_merchant_data, same_weekdays
 
-    workdir = tempfile.mkdtemp(prefix="bench-ins-", dir="/tmp")
-    server = EmbeddedPostgres(Path(workdir), database="bench_insights")
-    url = server.start()
-    try:
-        migrate(url, DatabaseSettings(pool_size=2, statement_timeout_ms=0))
+    with migrated_postgres(
+        "bench-ins-", "bench_insights", DatabaseSettings(pool_size=2, statement_timeout_ms=0)
+    ) as url:
         engine = create_engine(normalize_url(url), poolclass=pool.NullPool)
         first = AS_OF - timedelta(days=args.days - 1)
         params = {"merchants": args.merchants, "days": args.days, "products": args.products,
@@ -201,9 +196,6 @@ def main() -> None:
         stored = detect_all(engine, AS_OF)
         again = detect_all(engine, AS_OF)
         engine.dispose()
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
     merchant_days = args.merchants * args.days
     print(f"\n{args.merchants:,} merchants x {args.days} days; aggregates generated directly in SQL "
