@@ -47,6 +47,7 @@ def _meta(context: CallContext | None) -> RequestMeta:
         session_id=context.session_id,
         trace_name=context.trace_name,
         tags=tuple(context.tags),
+        traceparent=context.traceparent,
     )
 
 

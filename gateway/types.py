@@ -22,6 +22,7 @@ class CallContext(BaseModel):
     session_id: str | None = None
     trace_name: str | None = None
     tags: list[str] = Field(default_factory=list)
+    traceparent: str | None = None  # W3C trace context: the call's generation nests under the caller's span
 
 
 class Usage(BaseModel):

@@ -51,6 +51,8 @@ def context_headers(context: CallContext | None) -> dict[str, str]:
         out["X-Copilot-Session"] = context.session_id
     if context.trace_name:
         out["X-Copilot-Trace-Name"] = context.trace_name
+    if context.traceparent:
+        out["traceparent"] = context.traceparent
     return out
 
 
