@@ -302,10 +302,10 @@ _PERIOD_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ),
     (
         "last_unit",
-        re.compile(
-            rf"\b(?:{_LAST_RE})\s+({_UNIT_RE})\b|\b(?:la |le |el |der |die |das )?({_UNIT_RE})\s+(?:{_LAST_RE})\b"
-        ),
+        re.compile(rf"\b(?:{_LAST_RE})\s+({_UNIT_RE})\b"),
     ),
+    # "la semaine dernière": after the English order, so "by day last week" is last week.
+    ("unit_last", re.compile(rf"\b(?:la |le |el |der |die |das )?({_UNIT_RE})\s+(?:{_LAST_RE})\b")),
     ("this_unit", re.compile(rf"\b(?:{_THIS_RE})\s+({_UNIT_RE})\b")),
     ("month_name", re.compile(rf"\b({_MONTH_RE})\.?(?:\s+(\d{{4}}))?\b")),
 ]
@@ -380,8 +380,8 @@ def find_periods(text: str, today: date) -> list[Period]:
                         rng = _shift_months(today, -n) + timedelta(days=1), today
                     else:
                         rng = date(today.year - n, today.month, min(today.day, 28)) + timedelta(days=1), today
-                elif kind == "last_unit":
-                    unit = _UNIT_OF[match[1] or match[2]]
+                elif kind in ("last_unit", "unit_last"):
+                    unit = _UNIT_OF[match[1]]
                     rng = _unit_range(unit, today, -1)
                 elif kind == "this_unit":
                     unit = _UNIT_OF[match[1]]
@@ -582,52 +582,79 @@ _END_NAMES = ("end", "until", "till", "before", "through")
 _QUERY_NAMES = {"query", "q", "search", "text", "question", "keyword", "keywords", "term", "prompt", "topic"}
 
 
-def _glosses(description: str, values: Sequence[Any]) -> dict[str, str]:
-    """``value: synonyms`` glosses of enum values found in a parameter description."""
+def _glosses(description: str, values: Sequence[Any]) -> dict[str, list[str]]:
+    """``value: synonym | other synonym`` glosses of enum values found in a parameter description.
+
+    Alternatives separated by ``|`` are scored one by one (the best counts),
+    so a long list of synonyms does not dilute each of them.
+    """
     by_key = {str(v).casefold(): str(v) for v in values}
-    out: dict[str, str] = {}
+    out: dict[str, list[str]] = {}
     for match in _GLOSS.finditer(description):
         key = match[1].casefold()
         if key in by_key:
-            out[by_key[key]] = out.get(by_key[key], "") + " " + match[2]
+            alternatives = [alt.strip() for alt in match[2].split("|") if alt.strip()]
+            out.setdefault(by_key[key], []).extend(alternatives)
     return out
 
 
 @dataclass(slots=True)
 class _Question:
     text: str
-    terms: dict[str, float]
+    terms: dict[str, float]  # without the period phrases
     periods: list[Period]
     numbers: list[float]
+    all_terms: dict[str, float] = field(default_factory=dict)  # with them
+
+
+# Enum values with these words name periods ("this_month"): matched against the whole question.
+_PERIOD_ENUM_TERMS = frozenset({"this", "last", "today", "yesterday", "previous"})
+# A value counts as named when all its words (or all of one gloss alternative, weighted 0.9) are in the question.
+_FULL = 0.9 - 1e-9
 
 
 def _match_enum(prop: Mapping[str, Any], question: _Question) -> list[tuple[float, int, Any]]:
     """Enum values scored by how fully the question mentions them, best first."""
+    return [(score, hits, value) for score, hits, value, _ in _enum_mentions(prop, question)]
+
+
+def _enum_mentions(prop: Mapping[str, Any], question: _Question) -> list[tuple[float, int, Any, frozenset[str]]]:
+    """Like :func:`_match_enum`, with the question terms each value's best wording matched."""
     values = _enum_of(prop)
     glosses = _glosses(str(prop.get("description") or ""), values)
     items = prop.get("items")
     if isinstance(items, Mapping):
         glosses.update(_glosses(str(items.get("description") or ""), values))
-    scored: list[tuple[float, int, Any]] = []
+    if question.all_terms and any(set(terms(str(v))) & _PERIOD_ENUM_TERMS for v in values):
+        question = _Question(question.text, question.all_terms, question.periods, question.numbers, question.all_terms)
+    scored: list[tuple[float, int, Any, frozenset[str]]] = []
     for value in values:
         best = 0.0
         best_hits = 0
-        for text, factor in ((str(value), 1.0), (glosses.get(str(value), ""), 0.9)):
+        best_terms: frozenset[str] = frozenset()
+        for text, factor in ((str(value), 1.0), *((alt, 0.9) for alt in glosses.get(str(value), []))):
             value_terms = list(dict.fromkeys(terms(text)))
             if not value_terms:
                 continue
             hits = 0.0
+            matched: set[str] = set()
             for term in value_terms:
                 hit = question.terms.get(term, 0.0)
-                if not hit:
-                    hit = max((w for c, w in expand([term]).items() if c != term and c in question.terms), default=0.0)
-                    hit = min(hit, 0.8)
+                if hit:
+                    matched.add(term)
+                else:
+                    near = [(w, c) for c, w in expand([term]).items() if c != term and c in question.terms]
+                    if near:
+                        weight, concept = max(near)
+                        hit = min(weight, 0.8)
+                        matched.add(concept)
                 hits += hit
             coverage = factor * hits / len(value_terms)
             if coverage > best:
                 best, best_hits = coverage, sum(1 for t in value_terms if t in question.terms)
+                best_terms = frozenset(matched)
         if best > 0:
-            scored.append((best, best_hits, value))
+            scored.append((best, best_hits, value, best_terms))
     default = prop.get("default")
     scored.sort(key=lambda item: (-item[0], -item[1], item[2] != default))
     return scored
@@ -686,7 +713,7 @@ def _fill(
         if enum and kind != "array":
             ranked = _match_enum(prop, question)
             top = [value for score, _, value in ranked if ranked and score == ranked[0][0]]
-            if ranked and (ranked[0][0] >= 0.99 or (ranked[0][0] >= 0.5 and (is_required or _is_compare(name, prop)))):
+            if ranked and (ranked[0][0] >= _FULL or (ranked[0][0] >= 0.5 and (is_required or _is_compare(name, prop)))):
                 # Among equally good partial matches the schema's default wins.
                 args[name] = prop["default"] if has_default and prop["default"] in top else ranked[0][2]
             elif is_required:
@@ -697,7 +724,7 @@ def _fill(
             items: Mapping[str, Any] = raw_items if isinstance(raw_items, Mapping) else {}
             if enum:
                 ranked = _match_enum(prop, question)
-                full = [value for score, _, value in ranked if score >= 0.99]
+                full = [value for score, _, value in ranked if score >= _FULL]
                 picked = full or ([ranked[0][2]] if ranked and is_required else [])
                 if picked:
                     args[name] = picked
@@ -753,8 +780,8 @@ def _fan_out(tool: _Tool, question: _Question) -> list[tuple[dict[str, Any], Per
     multi_enum: list[tuple[str, list[Any]]] = []
     for name, prop in props.items():
         if _enum_of(prop) and _type_of(prop) != "array" and not _is_compare(name, prop):
-            full = [value for score, _, value in _match_enum(prop, question) if score >= 0.99]
-            distinct = _distinct_mentions(prop, full)
+            full = [(value, words) for score, _, value, words in _enum_mentions(prop, question) if score >= _FULL]
+            distinct = _distinct_mentions(full)
             if len(distinct) > 1:
                 multi_enum.append((name, distinct))
     has_dates = any(_date_role(n, p) for n, p in props.items())
@@ -768,16 +795,19 @@ def _fan_out(tool: _Tool, question: _Question) -> list[tuple[dict[str, Any], Per
     return combos[:_MAX_CALLS]
 
 
-def _distinct_mentions(prop: Mapping[str, Any], values: list[Any]) -> list[Any]:
-    """Fully matched enum values, minus those whose words are a subset of another's (``sales`` ⊂ ``net_sales``)."""
-    term_sets = {id(v): set(terms(str(v))) for v in values}
-    kept = []
-    for value in values:
-        mine = term_sets[id(value)]
-        if any(mine < term_sets[id(other)] for other in values if other is not value):
+def _distinct_mentions(mentions: list[tuple[Any, frozenset[str]]]) -> list[Any]:
+    """Fully matched enum values that each rest on words of their own.
+
+    A value whose matched words are a subset of another's (``sales`` inside
+    ``net sales``) or the same words as a better match (``customers`` read as
+    both unique and returning customers) is the same mention, not another.
+    """
+    kept: list[tuple[Any, frozenset[str]]] = []
+    for value, words in mentions:
+        if any(words < other for _, other in mentions) or any(words == other for _, other in kept):
             continue
-        kept.append(value)
-    return kept
+        kept.append((value, words))
+    return [value for value, _ in kept]
 
 
 # --------------------------------------------------------------------------- facts and prose
@@ -1104,7 +1134,10 @@ class OfflineModel:
         question = _content_text(messages[last_user].get("content")) if last_user >= 0 else ""
         today = reference_date(messages)
         periods = find_periods(question, today)
-        q = _Question(question, expand(terms(question)), periods, _free_numbers(question, periods))
+        # Period phrases qualify the request; their words ("last *week*") must not pick enum values
+        # other than period enums ("this_month").
+        q = _Question(question, expand(terms(_without_periods(question, periods))), periods,
+                      _free_numbers(question, periods), expand(terms(question)))  # fmt: skip
         if forced_name is not None:
             chosen = [t for t in tools if t.name == forced_name][:1]
         else:
@@ -1138,6 +1171,15 @@ class OfflineModel:
                 else:  # never say a number the facts do not contain
                     logger.warning("offline.ungrounded_sentence_dropped", extra={"sentence": sentence})
         return sentences[:_MAX_SENTENCES]
+
+
+def _without_periods(question: str, periods: Sequence[Period]) -> str:
+    """The folded question with its period phrases blanked out."""
+    folded = fold(question)
+    for period in periods:
+        start, end = period.span
+        folded = folded[:start] + " " * (end - start) + folded[end:]
+    return folded
 
 
 def _free_numbers(question: str, periods: Sequence[Period]) -> list[float]:
