@@ -19,7 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from app.airflow_cli import app as airflow_app
+from app.ask_cli import ask as ask_command
 from app.gateway_cli import app as gateway_app
+from app.insights_cli import app as insights_app
 from app.keys_cli import app as keys_app
 from app.usage_cli import app as usage_app
 from core.config import Settings, get_settings
@@ -38,6 +40,8 @@ app.add_typer(airflow_app, name="airflow")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(keys_app, name="keys", help="Virtual API keys of the LLM gateway.")
 app.add_typer(usage_app, name="usage", help="Usage records for billing.")
+app.command(name="ask")(ask_command)
+app.add_typer(insights_app, name="insights", help="Proactive insights: run and list.")
 
 console = Console()
 err_console = Console(stderr=True)

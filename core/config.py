@@ -122,6 +122,21 @@ class GatewaySettings(BaseModel):
     usage_flush_interval_s: float = Field(default=1.0, gt=0)
 
 
+class OrchestratorSettings(BaseModel):
+    """The co-pilot's graphs: which models they use and what one turn may spend."""
+
+    chat_model: str = Field(default="copilot-offline", description="Gateway model alias for planning and wording.")
+    embedding_model: str = Field(default="copilot-local-embed", description="Alias the pipelines embedded with.")
+    max_tool_calls: int = Field(default=4, ge=1, le=16, description="Tool calls one turn may run.")
+    max_turn_tokens: int = Field(default=12_000, ge=500, description="Prompt + completion tokens one turn may use.")
+    max_output_tokens: int = Field(default=800, ge=50, le=8_000)
+    retrieval_k: int = Field(default=4, ge=1, le=20)
+    retrieval_max_distance: float = Field(
+        default=0.8, gt=0, le=2, description="Cosine distance above which a chunk is not relevant."
+    )
+    history_turns: int = Field(default=4, ge=0, le=20, description="Earlier turns given to the model.")
+
+
 class Settings(BaseSettings):
     """Root settings object shared by every entrypoint."""
 
@@ -142,6 +157,7 @@ class Settings(BaseSettings):
     pipelines: PipelineSettings = PipelineSettings()
     gateway: GatewaySettings = GatewaySettings()
     langfuse: LangfuseSettings = LangfuseSettings()
+    orchestrator: OrchestratorSettings = OrchestratorSettings()
 
     @model_validator(mode="after")
     def _refuse_dev_defaults_in_production(self) -> Settings:
