@@ -13,7 +13,8 @@ For each call, in order:
 5. **Routing** (:class:`gateway.router.Router`): deployment choice, retries,
    fallbacks, circuit breakers, timeouts.
 6. **Settlement, metering, tracing, metrics**, off the request path: the
-   reservation is reconciled with the real usage in a background task, the
+   reservation's settlement is queued for Redis (it leaves with the next
+   admission's write, see :meth:`~gateway.ratelimit.RateLimiter.settle_nowait`), the
    usage record is queued for the batch writer, the generation for the
    tracer. Streams do this when they end, however they end (finished, cut by
    the client, broken upstream), with usage counted from the frames seen when
@@ -184,6 +185,8 @@ class GatewayEngine:
         """Wait for background settlements and cache writes (shutdown, tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.limiter is not None:
+            await self.limiter.flush_settlements()
 
     def _deployments(self, alias: str, mode: str) -> list[Deployment]:
         group = self.router.group(alias)
@@ -208,7 +211,8 @@ class GatewayEngine:
 
     def _settle(self, reservation: Reservation | None, tokens: int, cost: int) -> None:
         if reservation is not None and self.limiter is not None:
-            self._background(self.limiter.settle(reservation, tokens, cost))
+            # Queued, not awaited: it leaves with the next admission's write (see RateLimiter).
+            self.limiter.settle_nowait(reservation, tokens, cost)
 
     def _finish(
         self,
@@ -548,9 +552,8 @@ class GatewayEngine:
                     pricing.estimate_prompt_tokens(payload), pricing.count_tokens(text, deployment.model)
                 )
             cost = pricing.cost_micros(deployment, usage)
-            if reservation is not None and self.limiter is not None:
-                # Not awaited here: the generator may be closing because its task was cancelled.
-                self._background(self.limiter.settle(reservation, usage.total_tokens, cost))
+            # Not awaited here: the generator may be closing because its task was cancelled.
+            self._settle(reservation, usage.total_tokens, cost)
             self._finish(
                 endpoint="chat",
                 auth=auth,

@@ -32,6 +32,18 @@ Algorithm
     ``reservation_ttl_s``. Scripts are sent by EVALSHA and re-loaded on
     NOSCRIPT (after a Redis restart or SCRIPT FLUSH).
 
+    On the request path the scripts go through :class:`gateway.resp.RespClient`
+    (one pipelined connection, hiredis parsing) rather than redis-py's pool:
+    admissions issued in the same event-loop tick share one write and one
+    round trip. :meth:`RateLimiter.settle_nowait` queues a settlement without
+    a task: it leaves with the next admission's write, or at most
+    ``settle_delay_s`` later, so a busy process sends settlements in batches
+    piggybacked on admissions. Holding a settlement back a few milliseconds
+    only keeps its reservation a little longer (admission stays
+    conservative); :meth:`RateLimiter.flush_settlements` waits for every
+    queued one. Clients whose pool is not a plain TCP/TLS/unix connection
+    (sentinel, cluster) keep using redis-py.
+
     Time is the gateway's clock (``clock``, NTP-synchronised across replicas)
     passed into the scripts, so tests can move it.
 
@@ -73,6 +85,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from importlib import resources
 from typing import Any, Final, Literal, cast
 
@@ -86,6 +99,7 @@ from gateway.errors import (
     RequestTooLargeError,
 )
 from gateway.keys import AuthContext, Limits
+from gateway.resp import RespClient
 
 logger = logging.getLogger(__name__)
 
@@ -416,6 +430,8 @@ class RateLimiter:
         reservation_ttl_s: After this, an unsettled budget reservation is reaped.
         fallback: The local limiter's bounds while Redis is down.
         redis_timeout_s: Upper bound on one script call.
+        settle_delay_s: Longest a :meth:`settle_nowait` settlement waits to
+            share a write with an admission.
         clock: Seconds since the epoch (tests move it).
         on_event: Metric hook, called with an event name and fields on
             ``ratelimit.redis.down``, ``ratelimit.redis.recovered``,
@@ -434,10 +450,14 @@ class RateLimiter:
         reservation_ttl_s: float = 600.0,
         fallback: FallbackPolicy | None = None,
         redis_timeout_s: float = 0.5,
+        settle_delay_s: float = 0.002,
         clock: Callable[[], float] = time.time,
         on_event: EventHook | None = None,
     ) -> None:
         self._redis = redis_client
+        self._resp = RespClient.from_redis(
+            redis_client, reply_timeout_s=max(redis_timeout_s, 0.05), lazy_delay_s=settle_delay_s
+        )
         self._tenant_limits = dict(tenant_limits or {})
         self._default_tenant_limits = default_tenant_limits
         self._default_merchant_limits = default_merchant_limits
@@ -454,6 +474,7 @@ class RateLimiter:
         self._probe_at = 0.0
         self._pending: deque[tuple[list[str], list[str | int]]] = deque()
         self._drain_lock = asyncio.Lock()
+        self._settling: set[asyncio.Future[Any]] = set()
 
     @property
     def redis_available(self) -> bool:
@@ -620,14 +641,79 @@ class RateLimiter:
 
         Unused tokens and spend are released; an overrun is charged. While
         Redis is down the settlement is queued and replayed on recovery.
+        Returns once Redis applied it (or it was queued for replay).
 
         Args:
             reservation: From :meth:`admit`.
             actual_tokens: Tokens the call really used.
             actual_cost_micros: What the call really cost (micro-USD).
         """
-        if reservation.settled:
+        call = self._settlement(reservation, actual_tokens, actual_cost_micros)
+        if call is not None:
+            await self._settle_redis(*call)
+
+    def settle_nowait(self, reservation: Reservation, actual_tokens: int, actual_cost_micros: int) -> None:
+        """:meth:`settle` without waiting: queued for the next write to Redis (request path).
+
+        The settlement leaves with the next admission's write or at most
+        ``settle_delay_s`` later; failures are handled as in :meth:`settle`
+        (queued for replay while Redis is down). :meth:`flush_settlements`
+        waits for every queued settlement.
+        """
+        call = self._settlement(reservation, actual_tokens, actual_cost_micros)
+        if call is None:
             return
+        keys, args = call
+        resp = self._resp
+        if resp is None or self._down:  # the slow paths, as a task: redis-py, or probing while down
+            self._track(asyncio.ensure_future(self._settle_redis(keys, args)))
+            return
+        waiter = resp.send("EVALSHA", self._settle_script.sha, len(keys), *keys, *args, urgent=False)
+        self._settling.add(waiter)
+        waiter.add_done_callback(partial(self._settled, keys, args))
+
+    async def flush_settlements(self) -> None:
+        """Send every queued settlement now and wait until each is applied or queued for replay."""
+        while self._settling:
+            if self._resp is not None:
+                self._resp.flush()
+            # wait, not gather: a cancelled caller must not cancel settlements already written.
+            await asyncio.wait(list(self._settling))
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._settling.add(future)
+        future.add_done_callback(self._settling.discard)
+
+    def _settled(self, keys: list[str], args: list[str | int], waiter: asyncio.Future[Any]) -> None:
+        self._settling.discard(waiter)
+        if waiter.cancelled():  # nobody cancels these; if it happens, the outcome is unknown
+            logger.warning("ratelimit.settle_cancelled")
+            return
+        exc = waiter.exception()
+        if exc is None:
+            if self._pending and not self._drain_lock.locked():
+                self._track(asyncio.ensure_future(self.flush_pending()))
+            return
+        if isinstance(exc, redis_errors.NoScriptError):  # Redis restarted or flushed: load, then retry
+            self._track(asyncio.ensure_future(self._settle_redis(keys, args)))
+        elif isinstance(exc, _REDIS_DOWN_ERRORS):
+            self._mark_down(exc)
+            self._enqueue(keys, args)
+        else:  # a script error is a bug: say so, never fail a request over it
+            logger.error("ratelimit.settle_failed", exc_info=exc)
+
+    async def _settle_redis(self, keys: list[str], args: list[str | int]) -> None:
+        try:
+            await self._run(self._settle_script, keys, args)
+        except _RedisDownError:
+            self._enqueue(keys, args)
+
+    def _settlement(
+        self, reservation: Reservation, actual_tokens: int, actual_cost_micros: int
+    ) -> tuple[list[str], list[str | int]] | None:
+        """Mark the reservation settled, settle the local part; the Redis script call, if any."""
+        if reservation.settled:
+            return None
         reservation.settled = True
         token_delta = actual_tokens - reservation.estimated_tokens
         if reservation.local:
@@ -638,23 +724,18 @@ class RateLimiter:
                 actual_cost_micros - reservation.estimated_cost_micros,
             )
             if actual_cost_micros <= 0 or not reservation.budget_keys:
-                return
+                return None
             # Nothing was reserved in Redis: record the spend as a plain charge.
-            keys, args = self._settle_call("", (), 0, reservation.budget_keys, actual_cost_micros)
-        elif reservation.token_keys or reservation.budget_keys:
-            keys, args = self._settle_call(
+            return self._settle_call("", (), 0, reservation.budget_keys, actual_cost_micros)
+        if reservation.token_keys or reservation.budget_keys:
+            return self._settle_call(
                 reservation.reservation_id,
                 reservation.token_keys,
                 token_delta,
                 reservation.budget_keys,
                 actual_cost_micros,
             )
-        else:
-            return
-        try:
-            await self._run(self._settle_script, keys, args)
-        except _RedisDownError:
-            self._enqueue(keys, args)
+        return None
 
     async def release(self, reservation: Reservation) -> None:
         """Give back everything a failed call reserved (its request still counts)."""
@@ -706,7 +787,20 @@ class RateLimiter:
     # ----------------------------------------------------------------- redis plumbing
 
     async def _call(self, script: _Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        # asyncio.timeout, not wait_for: no extra task per call on the request path.
+        resp = self._resp
+        if resp is not None:
+            try:
+                # asyncio.timeout, not wait_for: no extra task per call on the request path.
+                async with asyncio.timeout(self._redis_timeout_s):
+                    try:
+                        return await resp.send("EVALSHA", script.sha, len(keys), *keys, *args)
+                    except redis_errors.NoScriptError:
+                        await resp.send("SCRIPT", "LOAD", script.source)
+                        return await resp.send("EVALSHA", script.sha, len(keys), *keys, *args)
+            except TimeoutError:
+                # A Redis this slow is not usable; a fresh connection is the probe's to make.
+                resp.disconnect(redis_errors.TimeoutError(f"no reply within {self._redis_timeout_s:g}s"))
+                raise
         async with asyncio.timeout(self._redis_timeout_s):
             try:
                 return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
@@ -731,6 +825,12 @@ class RateLimiter:
         if self._pending:
             await self.flush_pending()
         return result
+
+    async def aclose(self) -> None:
+        """Send queued settlements, then close the limiter's own connection (not the redis-py client)."""
+        await self.flush_settlements()
+        if self._resp is not None:
+            await self._resp.aclose()
 
     def _mark_down(self, exc: BaseException) -> None:
         self._probe_at = time.monotonic() + self._fallback.retry_after_s

@@ -182,6 +182,7 @@ class GatewayRuntime:
         await self.engine.drain()
         if self.engine.limiter is not None:
             await self.engine.limiter.flush_pending()
+            await self.engine.limiter.aclose()
         await self.authenticator.aclose()
         await self.recorder.aclose()
         self.tracer.shutdown()

@@ -43,9 +43,11 @@ def clock() -> ManualClock:
 @asynccontextmanager
 async def limiter_on(url: str, clock: ManualClock, **kwargs: Any) -> AsyncIterator[RateLimiter]:
     client = redis.asyncio.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    limiter = RateLimiter(client, clock=clock.seconds, **kwargs)
     try:
-        yield RateLimiter(client, clock=clock.seconds, **kwargs)
+        yield limiter
     finally:
+        await limiter.aclose()
         await client.aclose()
 
 
@@ -240,6 +242,67 @@ def test_budget_race_never_overshoots(redis_url: str, redis_client: redis.Redis,
     assert budget_state(redis_client, "*:d:20310314") == (880_000, 17 * 7_000)
 
 
+def test_queued_settlements_add_up_after_a_burst(redis_url: str, redis_client: redis.Redis, clock: ManualClock) -> None:
+    ctx = make_ctx(limits={"tpm": 10_000_000, "daily_budget_micros": 10_000_000})
+
+    async def main() -> None:
+        async with limiter_on(redis_url, clock) as limiter:
+            reservations = await asyncio.gather(
+                *(limiter.admit(ctx, "m1", estimated_tokens=500, estimated_cost_micros=5_000) for _ in range(200))
+            )
+            for i, reservation in enumerate(reservations):
+                limiter.settle_nowait(reservation, actual_tokens=i, actual_cost_micros=2 * i)
+            limiter.settle_nowait(reservations[0], actual_tokens=999, actual_cost_micros=999)  # settled already
+            await limiter.flush_settlements()
+            assert limiter.pending_settlements == 0
+
+    run(main)
+    expected = sum(range(200))
+    [tpm] = [k for k in redis_client.scan_iter(match="*:k:*:tpm:*") if redis_client.get(k) not in (None, b"0")]
+    assert int(redis_client.get(tpm) or 0) == expected
+    assert budget_state(redis_client, "*:k:*:d:*") == (2 * expected, 0)
+
+
+def test_queued_settlements_interleaved_with_admissions_never_overshoot(
+    redis_url: str, redis_client: redis.Redis, clock: ManualClock
+) -> None:
+    budget = 1_000_000
+    ctx = make_ctx(limits={"daily_budget_micros": budget})
+
+    async def worker(limiter: RateLimiter, charged: list[int]) -> None:
+        for i in range(40):
+            try:
+                reservation = await limiter.admit(ctx, estimated_cost_micros=9_000)
+            except BudgetExceededError:
+                await asyncio.sleep(0)
+                continue
+            await asyncio.sleep(0)
+            cost = 7_000 if i % 2 else 9_000
+            charged.append(cost)
+            limiter.settle_nowait(reservation, 0, cost)
+
+    async def main() -> list[int]:
+        charged: list[int] = []
+        async with limiter_on(redis_url, clock) as one, limiter_on(redis_url, clock) as two:
+            await asyncio.gather(*(worker(one if i % 2 else two, charged) for i in range(16)))
+            await one.flush_settlements()
+            await two.flush_settlements()
+            while True:  # whatever the burst left, taken one call at a time
+                try:
+                    reservation = await one.admit(ctx, estimated_cost_micros=9_000)
+                except BudgetExceededError:
+                    break
+                charged.append(9_000)
+                await one.settle(reservation, 0, 9_000)
+        return charged
+
+    charged = run(main)
+    spent, reserved = budget_state(redis_client, "*:d:*")
+    assert reserved == 0
+    assert spent == sum(charged)
+    assert budget - 9_000 < spent <= budget  # no overshoot, and nothing left on the table
+
+
 def test_settle_and_release_reconcile_budgets(redis_url: str, redis_client: redis.Redis, clock: ManualClock) -> None:
     ctx = make_ctx(limits={"daily_budget_micros": 100_000, "merchant": {"monthly_budget_micros": 1_000_000}})
 
@@ -366,7 +429,8 @@ def test_fallback_when_redis_is_down_is_bounded_and_recovers(clock: ManualClock)
 
             # Settlements made meanwhile are queued, for the Redis reservation too.
             await limiter.settle(first, actual_tokens=0, actual_cost_micros=3_000)
-            await limiter.settle(healthy, actual_tokens=0, actual_cost_micros=500)
+            limiter.settle_nowait(healthy, actual_tokens=0, actual_cost_micros=500)
+            await limiter.flush_settlements()
             assert limiter.pending_settlements == 2
 
             server.start()
