@@ -91,6 +91,7 @@ class Copilot:
         self.tracer = tracer or GraphTracer()
         self.checkpointer = checkpointer
         self.graph = build_ask_graph(checkpointer)
+        self.stateless_graph = build_ask_graph(None)  # single questions keep no thread
 
     async def _today(self, merchant_id: str) -> date:
         async with async_session_scope(self.sessions, merchant_id) as session:
@@ -133,13 +134,15 @@ class Copilot:
             settings=self.settings, tracer=self.tracer, user_id=user_id, conversation_id=conversation_id,
         )  # fmt: skip
         config: dict[str, Any] = {}
+        graph = self.stateless_graph
         if conversation_id is not None and self.checkpointer is not None:
             config = {"configurable": {"thread_id": f"{merchant_id}:{conversation_id}"}}
+            graph = self.graph
         with self.tracer.run(
             "ask", input={"question": question}, user_id=user_id, session_id=conversation_id,
             metadata={"merchant_id": merchant_id, "as_of": as_of.isoformat()},
         ) as (trace_id, root):  # fmt: skip
-            state = await self.graph.ainvoke(new_turn(question), config, context=context, durability="exit")
+            state = await graph.ainvoke(new_turn(question), config, context=context, durability="exit")
             root.update(output={"answer": state["answer"], "source": state["answer_source"]})
         reply = AskReply(
             answer=state["answer"],

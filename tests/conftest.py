@@ -136,3 +136,7 @@ def short_tmp(prefix: str) -> Path:
 
 
 __all__ = ["act_as_app", "create_database", "drop_database", "make_url", "short_tmp"]
+
+
+# Shared dataset fixtures (imported last: they use migrated_database above).
+from tests.datasets import metrics_db, metrics_landing, reference  # noqa: E402, F401

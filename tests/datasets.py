@@ -1,4 +1,6 @@
-"""One generated, ingested and aggregated dataset shared by the metrics tests.
+"""One generated, ingested and aggregated dataset shared by the metrics and ask tests.
+
+The fixtures are registered by tests/conftest.py.
 
 Six merchants (Berlin, New York, London, Tokyo/JPY, Sydney, Los Angeles) over
 94 days from 2025-10-04 to 2026-01-05: Sydney's spring-forward (10-05),

@@ -144,11 +144,16 @@ def resolve_follow_up(question: str, history: list[Turn]) -> str:
         return question
     call = previous[0]
     text_out = question
-    relative = _BEFORE.search(fold(question))
     has_metric = mentions_metric(question)
+    relative = _BEFORE.search(question)
+    source = question
+    if relative is None:
+        source = fold(question)  # the patterns are accent-free
+        relative = _BEFORE.search(source)
     if relative is not None:
         start, end = _previous_period(call)
-        text_out = f"{question} (from {start.isoformat()} to {end.isoformat()})"
+        explicit = f"from {start.isoformat()} to {end.isoformat()}"
+        text_out = f"{source[: relative.start()]}{explicit}{source[relative.end() :]}"
     elif not _PERIOD_WORDS.search(fold(question)):
         text_out = f"{question} (from {call['start_date']} to {call['end_date']})"
     if not has_metric:
@@ -400,7 +405,7 @@ async def answer(state: AskState, runtime: Runtime[AskContext]) -> dict[str, Any
     elif not results and not citations:
         reason = f" ({state['tool_errors'][0]})" if state.get("tool_errors") else ""
         if searched and not state.get("tool_errors"):
-            text_out = f"{word('no_text', lang)} {word('can_do', lang)}"
+            text_out = f"{word('cannot', lang)} {word('no_text', lang)} {word('can_do', lang)}"
         else:
             text_out = f"{word('cannot', lang)}{reason} {word('can_do', lang)}"
         source = "refusal"
