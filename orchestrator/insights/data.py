@@ -187,3 +187,31 @@ def load_merchant_data(executor: Executor, merchant_ids: Sequence[str], as_of: d
     for mid, d, n, s, sq, low, high in executor.execute(_REVIEWS, params):
         out[mid].reviews[d] = ReviewDay(int(n), int(s), int(sq), int(low), int(high))
     return out
+
+
+_REVIEW_SNIPPETS = text(
+    """
+    SELECT r.text
+    FROM reviews r
+    JOIN merchants m ON m.merchant_id = r.merchant_id
+    WHERE r.merchant_id = :mid AND coalesce(r.text, '') <> ''
+      AND r.created_at >= CAST(:start AS timestamptz) - interval '1 day'
+      AND r.created_at < CAST(:end AS timestamptz) + interval '2 days'
+      AND CAST(r.created_at AT TIME ZONE m.timezone AS date) BETWEEN :start AND :end
+      AND (CASE WHEN :low THEN r.rating <= 2 ELSE r.rating >= 4 END)
+    ORDER BY r.created_at DESC, r.review_id
+    LIMIT :limit
+    """
+)
+
+
+def load_review_snippets(
+    executor: Executor, merchant_id: str, start: date, end: date, *, low: bool, limit: int = 3
+) -> list[str]:
+    """Texts of the merchant's newest low (1-2 star) or high (4-5 star) reviews of local days ``start..end``.
+
+    They are untrusted merchant-supplied content: the narrator shows them to
+    the model only inside a fenced data block.
+    """
+    params = {"mid": merchant_id, "start": start, "end": end, "low": low, "limit": limit}
+    return [str(t) for t in executor.execute(_REVIEW_SNIPPETS, params).scalars()]

@@ -13,9 +13,14 @@ from orchestrator.insights.types import Insight
 _EXPONENTS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "HUF": 2, "BHD": 3, "KWD": 3, "OMR": 3, "TND": 3}
 
 
+def minor_exponent(currency: str) -> int:
+    """Decimals of the currency's minor unit (2 unless ISO 4217 says otherwise)."""
+    return _EXPONENTS.get(currency.upper(), 2)
+
+
 def format_money(minor: float, currency: str) -> str:
     """``1234`` EUR → ``"12.34 EUR"``; JPY has no decimals."""
-    exponent = _EXPONENTS.get(currency.upper(), 2)
+    exponent = minor_exponent(currency)
     value = abs(minor) / 10**exponent
     sign = "-" if minor < 0 else ""
     return f"{sign}{value:,.{exponent}f} {currency}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -28,13 +28,18 @@ from orchestrator.insights.types import Insight
 DEFAULT_CHUNK = 500
 
 
-def _select_many(
+def select_many(
     executor: Executor,
     merchant_ids: Sequence[str],
     as_of: date,
-    detector_config: DetectorConfig,
-    selection_config: SelectionConfig,
+    detector_config: DetectorConfig = DEFAULT_CONFIG,
+    selection_config: SelectionConfig = DEFAULT_SELECTION,
 ) -> tuple[dict[str, Selection], int]:
+    """Detect and select for ``merchant_ids`` (nothing is written).
+
+    Returns:
+        The selection per known merchant, and how many candidates the detectors found in all.
+    """
     data = load_merchant_data(executor, merchant_ids, as_of)
     history = load_history(executor, list(data), as_of)
     out: dict[str, Selection] = {}
@@ -66,7 +71,7 @@ def detect_for_merchant(
     Returns:
         Selected insights, best first, after dedup, cooldown (against stored insights) and budget.
     """
-    selections, _ = _select_many(session, [merchant_id], as_of, detector_config, selection_config)
+    selections, _ = select_many(session, [merchant_id], as_of, detector_config, selection_config)
     selection = selections.get(merchant_id)
     return selection.selected if selection else []
 
@@ -117,6 +122,7 @@ def detect_all(
     chunk_size: int = DEFAULT_CHUNK,
     detector_config: DetectorConfig = DEFAULT_CONFIG,
     selection_config: SelectionConfig = DEFAULT_SELECTION,
+    hold_delivery: timedelta | None = None,
 ) -> RunSummary:
     """Detect, select and (by default) store insights for many merchants.
 
@@ -129,6 +135,7 @@ def detect_all(
         chunk_size: Merchants loaded per set-based query.
         detector_config: Detector thresholds.
         selection_config: Budget, cooldowns, minimum score.
+        hold_delivery: Hold the stored insights' outbox events back this long (while they are narrated).
 
     Returns:
         Counts and timings.
@@ -143,10 +150,10 @@ def detect_all(
     for offset in range(0, len(ids), chunk_size):
         chunk = ids[offset : offset + chunk_size]
         with engine.begin() as conn:
-            selections, candidates = _select_many(conn, chunk, as_of, detector_config, selection_config)
+            selections, candidates = select_many(conn, chunk, as_of, detector_config, selection_config)
             selected = [i for s in selections.values() for i in s.selected]
             if store:
-                summary.stored += len(store_insights(conn, selected, as_of))
+                summary.stored += len(store_insights(conn, selected, as_of, hold_delivery=hold_delivery))
         summary.merchants += len(selections)
         summary.candidates += candidates
         summary.selected += len(selected)

@@ -6,15 +6,25 @@ CONFLICT DO NOTHING`` and only newly inserted insights get an outbox row, whose
 The insight model has no ``subject`` column: the subject and the signatures of
 absorbed candidates live in ``evidence`` (``subject``, ``related``).
 Nothing here commits: the caller owns the transaction.
+
+Wording: an insight stored with its narrated and verified title/body carries
+``evidence.wording`` = ``model``, ``repaired`` or ``fallback`` (and the
+details in ``evidence.narration``). The bulk run stores first with the
+deterministic wording and ``wording`` = ``pending``, holding its outbox event
+back (``available_at`` in the future) until :func:`save_wording` releases it,
+so delivery sends the narrated text; if narration never happens the event is
+still delivered once the hold expires, with the deterministic text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from core.models import Insight as InsightRow
@@ -26,6 +36,28 @@ from orchestrator.insights.types import Insight, Signature
 
 EVENT_TYPE = "insight.created"
 HISTORY_DAYS = 21
+PENDING = "pending"
+
+WordingPath = Literal["model", "repaired", "fallback"]
+
+
+@dataclass(frozen=True)
+class Wording:
+    """The title and body to store, and how they were obtained.
+
+    Attributes:
+        title: Headline shown to the merchant.
+        body: One to three sentences.
+        path: ``model`` (first draft verified), ``repaired`` (second draft verified)
+            or ``fallback`` (deterministic wording from :mod:`render`).
+        detail: What happened (model, issues of rejected drafts, errors), kept in ``evidence.narration``.
+    """
+
+    title: str
+    body: str
+    path: WordingPath
+    detail: dict[str, Any] = field(default_factory=dict)
+
 
 _HISTORY = text(
     """
@@ -68,8 +100,8 @@ def _related(i: Insight) -> list[dict[str, Any]]:
     ]
 
 
-def to_row(i: Insight, as_of: date) -> dict[str, Any]:
-    """The ``insights`` row of a selected insight (status ``new``)."""
+def to_row(i: Insight, as_of: date, wording: Wording | None = None) -> dict[str, Any]:
+    """The ``insights`` row of a selected insight (status ``new``); without ``wording``, the deterministic one."""
     evidence = {
         **i.evidence,
         "subject": i.subject,
@@ -78,7 +110,10 @@ def to_row(i: Insight, as_of: date) -> dict[str, Any]:
         "unit": i.unit,
         "currency": i.currency,
         "related": _related(i),
+        "wording": wording.path if wording else PENDING,
     }
+    if wording is not None:
+        evidence["narration"] = wording.detail
     return {
         "merchant_id": i.merchant_id,
         "kind": i.kind,
@@ -90,8 +125,8 @@ def to_row(i: Insight, as_of: date) -> dict[str, Any]:
         "impact_minor": i.impact_minor,
         "confidence": i.confidence,
         "score": i.score,
-        "title": title(i),
-        "body": body(i),
+        "title": wording.title if wording else title(i),
+        "body": wording.body if wording else body(i),
         "facts": [f.as_dict() for f in i.facts],
         "evidence": evidence,
         "dedup_key": i.dedup_key,
@@ -99,20 +134,32 @@ def to_row(i: Insight, as_of: date) -> dict[str, Any]:
     }
 
 
-def store_insights(executor: Executor, insights: Sequence[Insight], as_of: date) -> list[dict[str, Any]]:
+def store_insights(
+    executor: Executor,
+    insights: Sequence[Insight],
+    as_of: date,
+    *,
+    wording: Mapping[str, Wording] | None = None,
+    hold_delivery: timedelta | None = None,
+) -> list[dict[str, Any]]:
     """Insert insights not stored yet and queue one ``insight.created`` outbox event for each.
 
     Args:
         executor: Connection or session inside the caller's transaction.
         insights: Selected insights.
         as_of: The analysed day.
+        wording: Verified wording by ``dedup_key``; insights without one get the
+            deterministic wording and ``evidence.wording`` = ``pending``.
+        hold_delivery: Make the outbox events available only after this delay
+            (narration of pending insights releases them earlier).
 
     Returns:
-        ``{"insight_id", "merchant_id", "dedup_key"}`` of the rows inserted by this call.
+        ``{"insight_id", "merchant_id", "dedup_key", "kind"}`` of the rows inserted by this call.
     """
     if not insights:
         return []
-    rows = [to_row(i, as_of) for i in insights]
+    chosen = wording or {}
+    rows = [to_row(i, as_of, chosen.get(i.dedup_key)) for i in insights]
     stmt = (
         pg_insert(InsightRow)
         .values(rows)
@@ -132,10 +179,61 @@ def store_insights(executor: Executor, insights: Sequence[Insight], as_of: date)
             }
             for r in inserted
         ]
+        if hold_delivery is not None:
+            available = func.now() + hold_delivery
+            for row in outbox:
+                row["available_at"] = available
         executor.execute(
             pg_insert(NotificationOutbox).values(outbox).on_conflict_do_nothing(index_elements=["idempotency_key"])
         )
     return inserted
 
 
-__all__ = ["EVENT_TYPE", "load_history", "store_insights", "to_row"]
+_SAVE_WORDING = text(
+    """
+    UPDATE insights
+    SET title = :title, body = :body, evidence = evidence || CAST(:patch AS jsonb)
+    WHERE insight_id = :insight_id AND evidence->>'wording' = 'pending'
+    RETURNING merchant_id, dedup_key
+    """
+).bindparams(bindparam("patch", type_=JSONB))
+_RELEASE = text(
+    """
+    UPDATE notification_outbox SET available_at = least(available_at, now())
+    WHERE idempotency_key = :key AND dispatched_at IS NULL
+    """
+)
+
+
+def save_wording(executor: Executor, wordings: Mapping[Any, Wording]) -> int:
+    """Store narrated wording of pending insights and release their held outbox events.
+
+    Args:
+        executor: Connection or session inside the caller's transaction.
+        wordings: Wording by ``insight_id``.
+
+    Returns:
+        How many insights were still pending and got their wording (a re-run updates none).
+    """
+    updated = 0
+    for insight_id, w in wordings.items():
+        params = {"insight_id": insight_id, "title": w.title, "body": w.body,
+                  "patch": {"wording": w.path, "narration": w.detail}}  # fmt: skip
+        row = executor.execute(_SAVE_WORDING, params).first()
+        if row is None:
+            continue
+        updated += 1
+        executor.execute(_RELEASE, {"key": f"{EVENT_TYPE}:{row[0]}:{row[1]}"})
+    return updated
+
+
+__all__ = [
+    "EVENT_TYPE",
+    "PENDING",
+    "Wording",
+    "WordingPath",
+    "load_history",
+    "save_wording",
+    "store_insights",
+    "to_row",
+]
