@@ -124,6 +124,15 @@ class DatasetSpec:
     # row) and (alias, expression) columns carried from it into ``valid``.
     lookup: str = ""
     carry: tuple[tuple[str, str], ...] = ()
+    # Optional fast path for rows with no stored version yet (the bulk of a
+    # new day's file): ``fresh`` is the SQL test for such a row of ``valid v``
+    # and ``fresh_merge`` the statements that write them with plain INSERTs
+    # (no conflict handling, no change test: every one of them is new). They
+    # run in a savepoint; a unique violation (a concurrent load wrote the same
+    # key) rolls them back and ``merge`` handles every row instead. The first
+    # statement's row count is the number of rows changed.
+    fresh: str = ""
+    fresh_merge: tuple[str, ...] = ()
 
 
 MERCHANTS = DatasetSpec(
@@ -223,6 +232,21 @@ _BAD_ITEM_PATH = (
 _PREV = ("merchant_id", "occurred_at", "type", "status", "amount_minor", "tip_minor", "payment_method",
          "customer_id", "refund_of")  # fmt: skip
 
+# Shared by the general merge and the fresh-rows fast path, so both write the same values.
+_TXN_COLUMNS = """transaction_id, merchant_id, occurred_at, type, status, amount_minor,
+            tip_minor, currency, payment_method, card_scheme, customer_id, location_id, refund_of, updated_at,
+            source_partition, loaded_at"""
+_TXN_VALUES = f"""v.transaction_id, v.merchant_id, v.occurred_at::timestamptz, v.type, v.status,
+                 {minor_sql("v.amount", "m.currency")}, COALESCE({minor_sql("v.tip_amount", "m.currency")}, 0),
+                 v.currency, v.payment_method, v.card_scheme, v.customer_id, v.location_id, v.refund_of,
+                 v.updated_at::timestamptz, %(partition)s, now()"""
+_ITEM_COLUMNS = "transaction_id, line_no, merchant_id, product_id, quantity, unit_price_minor"
+_ITEM_VALUES = f"""v.transaction_id, e.ord, v.merchant_id, e.value->>'product_id', (e.value->>'quantity')::int,
+               {minor_sql("e.value->>'unit_price'", "m.currency")}"""
+# DO UPDATE (not NOTHING) locks an already-queued day until this file
+# commits, so an aggregate worker cannot compute it without our change.
+_QUEUE_CONFLICT = "ON CONFLICT (merchant_id, day) DO UPDATE SET queued_at = excluded.queued_at"
+
 TRANSACTIONS = DatasetSpec(
     name="transactions",
     columns=(
@@ -253,8 +277,7 @@ TRANSACTIONS = DatasetSpec(
         # The original must exist for the same merchant: in the database (an
         # earlier file or partition) or in this file.
         "CASE WHEN s.refund_of IS NOT NULL AND s.type IN ('REFUND', 'CHARGEBACK') "
-        "AND NOT EXISTS (SELECT 1 FROM transactions o WHERE o.transaction_id = s.refund_of "
-        "                AND o.merchant_id = s.merchant_id AND o.type = 'PAYMENT') "
+        "AND ref.found IS NULL "
         "AND NOT EXISTS (SELECT 1 FROM ingest_stage o WHERE o.transaction_id = s.refund_of "
         "                AND o.merchant_id = s.merchant_id AND o.type = 'PAYMENT') "
         "THEN 'refund_of ' || quote_literal(left(s.refund_of, 128)) || ' points to no payment of this merchant' END",
@@ -276,6 +299,13 @@ TRANSACTIONS = DatasetSpec(
           SELECT o.merchant_id, o.occurred_at, o.type, o.status, o.amount_minor, o.tip_minor,
                  o.payment_method, o.customer_id, o.refund_of
           FROM transactions o WHERE o.transaction_id = s.transaction_id LIMIT 1) prev ON true
+        -- A refund's original in the database: one key probe per refund row.
+        -- (As a NOT EXISTS the planner may hash every stored payment instead,
+        -- once per file: a cost that grows with the table, not the file.)
+        LEFT JOIN LATERAL (
+          SELECT true AS found FROM transactions o
+          WHERE s.refund_of IS NOT NULL AND o.transaction_id = s.refund_of
+            AND o.merchant_id = s.merchant_id AND o.type = 'PAYMENT' LIMIT 1) ref ON true
         LEFT JOIN LATERAL (
           SELECT CASE WHEN pg_input_is_valid(s.items, 'jsonb') THEN s.items::jsonb END AS items_json
           OFFSET 0) x ON true
@@ -289,13 +319,8 @@ TRANSACTIONS = DatasetSpec(
         # 1. Upsert; remember what changed and where it was before (old day).
         f"""
         WITH up AS (
-          INSERT INTO transactions AS t (transaction_id, merchant_id, occurred_at, type, status, amount_minor,
-            tip_minor, currency, payment_method, card_scheme, customer_id, location_id, refund_of, updated_at,
-            source_partition, loaded_at)
-          SELECT v.transaction_id, v.merchant_id, v.occurred_at::timestamptz, v.type, v.status,
-                 {minor_sql("v.amount", "m.currency")}, COALESCE({minor_sql("v.tip_amount", "m.currency")}, 0),
-                 v.currency, v.payment_method, v.card_scheme, v.customer_id, v.location_id, v.refund_of,
-                 v.updated_at::timestamptz, %(partition)s, now()
+          INSERT INTO transactions AS t ({_TXN_COLUMNS})
+          SELECT {_TXN_VALUES}
           FROM valid v JOIN merchants m ON m.merchant_id = v.merchant_id
           ON CONFLICT (transaction_id) DO UPDATE SET
             occurred_at = excluded.occurred_at, type = excluded.type, status = excluded.status,
@@ -343,9 +368,8 @@ TRANSACTIONS = DatasetSpec(
         WHERE c.existed AND i.transaction_id = c.transaction_id
         """,
         f"""
-        INSERT INTO transaction_items (transaction_id, line_no, merchant_id, product_id, quantity, unit_price_minor)
-        SELECT v.transaction_id, e.ord, v.merchant_id, e.value->>'product_id', (e.value->>'quantity')::int,
-               {minor_sql("e.value->>'unit_price'", "m.currency")}
+        INSERT INTO transaction_items ({_ITEM_COLUMNS})
+        SELECT {_ITEM_VALUES}
         FROM valid v
         JOIN ingest_changed c ON c.transaction_id = v.transaction_id
         JOIN merchants m ON m.merchant_id = v.merchant_id
@@ -353,16 +377,41 @@ TRANSACTIONS = DatasetSpec(
         WHERE v.items_json IS NOT NULL
         """,
         # 3. Queue the merchant-local days whose metrics changed (old and new day).
-        """
+        f"""
         INSERT INTO metric_refresh_queue (merchant_id, day)
         SELECT DISTINCT c.merchant_id, (x.at AT TIME ZONE m.timezone)::date
         FROM ingest_changed c
         JOIN merchants m ON m.merchant_id = c.merchant_id
         CROSS JOIN LATERAL (VALUES (c.occurred_at), (c.old_occurred_at)) AS x(at)
         WHERE x.at IS NOT NULL
-        -- DO UPDATE (not NOTHING) locks an already-queued day until this file
-        -- commits, so an aggregate worker cannot compute it without our change.
-        ON CONFLICT (merchant_id, day) DO UPDATE SET queued_at = excluded.queued_at
+        {_QUEUE_CONFLICT}
+        """,
+    ),
+    # A transaction id not stored yet: insert it, its items and its day. Equal
+    # to what ``merge`` does for such a row (it upserts, finds it changed,
+    # has no items to delete and no old day), minus the bookkeeping.
+    fresh="v.prev_merchant_id IS NULL",
+    fresh_merge=(
+        f"""
+        INSERT INTO transactions ({_TXN_COLUMNS})
+        SELECT {_TXN_VALUES}
+        FROM valid v JOIN merchants m ON m.merchant_id = v.merchant_id
+        WHERE v.prev_merchant_id IS NULL
+        """,
+        f"""
+        INSERT INTO transaction_items ({_ITEM_COLUMNS})
+        SELECT {_ITEM_VALUES}
+        FROM valid v
+        JOIN merchants m ON m.merchant_id = v.merchant_id
+        CROSS JOIN LATERAL jsonb_array_elements(v.items_json) WITH ORDINALITY AS e(value, ord)
+        WHERE v.prev_merchant_id IS NULL AND v.items_json IS NOT NULL
+        """,
+        f"""
+        INSERT INTO metric_refresh_queue (merchant_id, day)
+        SELECT DISTINCT v.merchant_id, (v.occurred_at::timestamptz AT TIME ZONE m.timezone)::date
+        FROM valid v JOIN merchants m ON m.merchant_id = v.merchant_id
+        WHERE v.prev_merchant_id IS NULL
+        {_QUEUE_CONFLICT}
         """,
     ),
 )  # fmt: skip

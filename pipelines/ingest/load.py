@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from sqlalchemy import Engine
 
@@ -78,7 +79,7 @@ def load_file(engine: Engine, root: LandingRoot, spec: DatasetSpec, file: Landin
                     _mark_missing_binaries(cur, root)
                 result.rows_quarantined = _quarantine(cur, spec, run_id, file_id, display)
                 result.rows_loaded = result.rows_read - result.rows_quarantined
-                result.rows_changed = _merge(cur, spec, file.partition)
+                result.rows_changed = _merge(cur, spec, file.partition, result.rows_quarantined)
                 cur.execute(
                     "UPDATE ingestion_files SET status = 'loaded', rows_read = %s, rows_loaded = %s, "
                     "rows_quarantined = %s, finished_at = now(), error = %s WHERE file_id = %s",
@@ -257,18 +258,38 @@ def _quarantine(cur: Any, spec: DatasetSpec, run_id: uuid.UUID, file_id: uuid.UU
     return int(cur.rowcount)
 
 
-def _merge(cur: Any, spec: DatasetSpec, partition: date) -> int:
-    key = ", ".join(f"s.{k}" for k in spec.key)
-    # The latest version of a record within the file wins (DISTINCT ON).
-    cur.execute(
-        f"""
-        CREATE TEMP TABLE valid ON COMMIT DROP AS
-        SELECT DISTINCT ON ({key}) s.*
-        FROM ingest_checked s
-        WHERE s.ingest_reason IS NULL
-        ORDER BY {key}, {spec.order_by}
-        """
-    )
+def _merge(cur: Any, spec: DatasetSpec, partition: date, quarantined: int) -> int:
+    _build_valid(cur, spec, quarantined)
+    params = {"partition": partition}
+    fresh = stored = 0
+    if spec.fresh_merge:
+        cur.execute(
+            f"SELECT count(*) FILTER (WHERE {spec.fresh}), count(*) FILTER (WHERE NOT ({spec.fresh})) FROM valid v"
+        )
+        fresh, stored = cur.fetchone()
+    changed = 0
+    if fresh:
+        try:
+            with cur.connection.transaction():
+                for statement in spec.fresh_merge:
+                    cur.execute(statement, params)
+                    if statement is spec.fresh_merge[0]:
+                        changed = max(int(cur.rowcount), 0)
+        except psycopg.errors.UniqueViolation:
+            # A concurrent load stored one of these keys since we looked: the
+            # general merge resolves every row against what is there now.
+            logger.info("ingest.file.fresh_path_conflict")
+            changed, stored = 0, fresh + stored
+        else:
+            if stored:
+                # The general merge below sees only rows that had a stored version.
+                cur.execute(
+                    f"CREATE TEMP TABLE valid_stored ON COMMIT DROP AS SELECT * FROM valid v WHERE NOT ({spec.fresh})"
+                )
+                cur.execute("DROP TABLE valid")
+                cur.execute("ALTER TABLE valid_stored RENAME TO valid")
+        if not stored:
+            return changed
     # Temp tables have no statistics until analysed; without them the merge
     # joins are planned for a handful of rows.
     cur.execute(sql.SQL("ANALYZE valid ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)))
@@ -277,12 +298,41 @@ def _merge(cur: Any, spec: DatasetSpec, partition: date) -> int:
             "CREATE TEMP TABLE ingest_changed (transaction_id text, merchant_id text, "
             "occurred_at timestamptz, old_occurred_at timestamptz, existed boolean) ON COMMIT DROP"
         )
-    changed = 0
+    first = True
     for statement in spec.merge:
-        cur.execute(statement, {"partition": partition})
-        if changed == 0:
-            changed = max(int(cur.rowcount), 0)
+        cur.execute(statement, params)
+        if first:
+            changed += max(int(cur.rowcount), 0)
+            first = False
     return changed
+
+
+def _build_valid(cur: Any, spec: DatasetSpec, quarantined: int) -> None:
+    """Temp table ``valid``: the rows that passed every check, one per key (the latest version in the file).
+
+    Most files repeat no key: then the checked rows themselves become
+    ``valid`` (renamed, after deleting any quarantined ones) instead of being
+    sorted and copied for a DISTINCT ON.
+    """
+    key = ", ".join(f"s.{k}" for k in spec.key)
+    cur.execute(
+        f"SELECT EXISTS (SELECT FROM ingest_checked s WHERE s.ingest_reason IS NULL GROUP BY {key} HAVING count(*) > 1)"
+    )
+    if cur.fetchone()[0]:
+        # The latest version of a record within the file wins (DISTINCT ON).
+        cur.execute(
+            f"""
+            CREATE TEMP TABLE valid ON COMMIT DROP AS
+            SELECT DISTINCT ON ({key}) s.*
+            FROM ingest_checked s
+            WHERE s.ingest_reason IS NULL
+            ORDER BY {key}, {spec.order_by}
+            """
+        )
+        return
+    if quarantined:
+        cur.execute("DELETE FROM ingest_checked WHERE ingest_reason IS NOT NULL")
+    cur.execute("ALTER TABLE ingest_checked RENAME TO valid")
 
 
 def _record_failure(
