@@ -1,26 +1,33 @@
 """The fast path: deployments that already speak the OpenAI wire format.
 
 OpenAI, Azure OpenAI, vLLM, Ollama and any OpenAI-compatible server are
-reached with one pooled aiohttp session: the request body is the client's,
+reached through one keep-alive HTTP/1.1 pool (:mod:`gateway.providers.http1`:
+httptools parsing, a header block prepared once per deployment and path):
+the request body is the client's,
 with ``model`` set to the deployment's and (for streams) usage requested in
 the final chunk; the response body and the SSE frames go back as they come.
 Nothing here parses more than it must: a completed body is decoded once to
 read ``usage``; stream frames are split on the SSE event boundary and passed
 on as bytes (the service reads usage from the last one).
 
-litellm's Router costs about 2 ms of CPU per call; this path costs a few
-hundred microseconds, and shares auth, limits, metering and tracing with the
-litellm path because both sit behind the same :class:`~gateway.router.Router`.
+litellm's Router costs about 2 ms of CPU per call; this path costs well
+under a hundred microseconds, and shares auth, limits, metering and tracing
+with the litellm path because both sit behind the same
+:class:`~gateway.router.Router`.
+
+Timeouts: connecting is bounded here (``connect_timeout_s``); the
+deployment's ``timeout_s`` is applied by the router around the whole call,
+or around the wait for each frame of a stream, and a call it cuts closes its
+connection. Connection failures (refused, reset, closed early, not HTTP)
+are retryable 502s; a timeout is a 504.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
-import aiohttp
 import orjson
 
 from gateway.providers.base import (
@@ -30,6 +37,7 @@ from gateway.providers.base import (
     UpstreamError,
     is_retryable_status,
 )
+from gateway.providers.http1 import Http1Pool, HttpClientError, Target
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +92,7 @@ class OpenAIProvider:
 
     Args:
         max_connections: Pool size across all upstream hosts.
-        max_connections_per_host: Pool size per upstream host (0: unbounded).
+        max_connections_per_host: Kept for compatibility; the pool bounds the total only.
         connect_timeout_s: Bound on establishing a connection.
     """
 
@@ -96,51 +104,24 @@ class OpenAIProvider:
         connect_timeout_s: float = 5.0,
     ) -> None:
         self._max_connections = max_connections
-        self._per_host = max_connections_per_host
         self._connect_timeout_s = connect_timeout_s
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[str, bool], aiohttp.ClientTimeout] = {}
-        self._prepared: dict[str, tuple[str, str, dict[str, str]]] = {}
+        self._pool: Http1Pool | None = None
+        self._targets: dict[tuple[str, str, bool], Target] = {}
 
-    def _client(self) -> aiohttp.ClientSession:
-        session = self._session
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections,
-                limit_per_host=self._per_host,
-                keepalive_timeout=30,
-                ttl_dns_cache=300,
+    def _client(self) -> Http1Pool:
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = Http1Pool(
+                max_connections=self._max_connections, connect_timeout_s=self._connect_timeout_s
             )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
-                skip_auto_headers=("User-Agent",),
-                auto_decompress=True,
-            )
-            self._session = session
-        return session
+        return pool
 
-    def _timeout(self, deployment: Deployment, stream: bool) -> aiohttp.ClientTimeout:
-        key = (deployment.name, stream)
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            if stream:
-                # No total bound on a stream: the deployment timeout bounds the wait for
-                # each read (first byte, then between frames).
-                timeout = aiohttp.ClientTimeout(
-                    total=None, sock_connect=self._connect_timeout_s, sock_read=deployment.timeout_s
-                )
-            else:
-                timeout = aiohttp.ClientTimeout(total=deployment.timeout_s, sock_connect=self._connect_timeout_s)
-            self._timeouts[key] = timeout
-        return timeout
-
-    def _target(self, deployment: Deployment, path: str) -> tuple[str, dict[str, str]]:
-        cache_key = f"{deployment.name}\0{path}"
-        prepared = self._prepared.get(cache_key)
-        if prepared is None:
+    def _target(self, deployment: Deployment, path: str, stream: bool) -> Target:
+        cache_key = (deployment.name, path, stream)
+        target = self._targets.get(cache_key)
+        if target is None:
             base = (deployment.api_base or "").rstrip("/")
-            headers = {"Content-Type": _JSON, "Accept": _JSON}
+            headers = {"Content-Type": _JSON, "Accept": "text/event-stream" if stream else _JSON}
             if deployment.provider == "azure":
                 url = f"{base}/openai/deployments/{deployment.model}/{path}?api-version={deployment.api_version}"
                 if deployment.api_key is not None:
@@ -150,9 +131,8 @@ class OpenAIProvider:
                 if deployment.api_key is not None:
                     headers["Authorization"] = f"Bearer {deployment.api_key.get_secret_value()}"
             headers.update(deployment.extra_headers)
-            prepared = (cache_key, url, headers)
-            self._prepared[cache_key] = prepared
-        return prepared[1], prepared[2]
+            target = self._targets[cache_key] = Target(url, headers)
+        return target
 
     @staticmethod
     def _body(deployment: Deployment, payload: Mapping[str, Any], *, stream: bool) -> bytes:
@@ -168,24 +148,21 @@ class OpenAIProvider:
         return orjson.dumps(body)
 
     async def _post(self, deployment: Deployment, path: str, body: bytes) -> ProviderResult:
-        url, headers = self._target(deployment, path)
         try:
-            async with self._client().post(
-                url, data=body, headers=headers, timeout=self._timeout(deployment, False)
-            ) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise _upstream_error(deployment, resp.status, raw, resp.headers)
+            resp = await self._client().post(self._target(deployment, path, False), body)
+            raw = await resp.read()
         except TimeoutError as exc:
             raise UpstreamError(
                 f"upstream {deployment.name} timed out after {deployment.timeout_s:g}s",
                 status=504,
                 deployment=deployment.name,
             ) from exc
-        except aiohttp.ClientError as exc:
+        except HttpClientError as exc:
             raise UpstreamError(
                 f"upstream {deployment.name} unreachable: {type(exc).__name__}", status=502, deployment=deployment.name
             ) from exc
+        if resp.status != 200:
+            raise _upstream_error(deployment, resp.status, raw, resp.headers)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -204,67 +181,64 @@ class OpenAIProvider:
 
     async def stream_chat(self, deployment: Deployment, payload: Mapping[str, Any]) -> AsyncIterator[bytes]:
         """Yield the upstream's SSE ``data:`` frames as they arrive (``[DONE]`` excluded)."""
-        url, headers = self._target(deployment, "chat/completions")
         body = self._body(deployment, payload, stream=True)
-        resp: aiohttp.ClientResponse | None = None
-        finished = False
         try:
-            try:
-                resp = await self._client().post(
-                    url,
-                    data=body,
-                    headers={**headers, "Accept": "text/event-stream"},
-                    timeout=self._timeout(deployment, True),
-                )
-                if resp.status != 200:
-                    raw = await resp.read()
-                    raise _upstream_error(deployment, resp.status, raw, resp.headers)
-                buffer = b""
-                async for piece in resp.content.iter_any():
-                    buffer += piece
-                    if b"\r" in buffer:
-                        buffer = buffer.replace(b"\r\n", b"\n")
-                    start = 0
-                    while True:
-                        end = buffer.find(b"\n\n", start)
-                        if end < 0:
-                            break
-                        event = buffer[start:end]
-                        start = end + 2
-                        for line in event.split(b"\n"):
-                            if not line.startswith(b"data:"):
-                                continue  # comments, event names, keep-alives
-                            data = line[5:].strip()
-                            if data == _DONE:
-                                finished = True
-                                return
-                            if data:
-                                yield b"data: " + data + b"\n\n"
-                    buffer = buffer[start:]
-                finished = True
-            except TimeoutError as exc:
-                raise UpstreamError(
-                    f"upstream {deployment.name} stream stalled for {deployment.timeout_s:g}s",
-                    status=504,
-                    deployment=deployment.name,
-                ) from exc
-            except aiohttp.ClientError as exc:
-                raise UpstreamError(
-                    f"upstream {deployment.name} stream broke: {type(exc).__name__}",
-                    status=502,
-                    deployment=deployment.name,
-                ) from exc
+            resp = await self._client().post(self._target(deployment, "chat/completions", True), body)
+            if resp.status != 200:
+                raw = await resp.read()
+                raise _upstream_error(deployment, resp.status, raw, resp.headers)
+        except TimeoutError as exc:
+            raise UpstreamError(
+                f"upstream {deployment.name} stream stalled for {deployment.timeout_s:g}s",
+                status=504,
+                deployment=deployment.name,
+            ) from exc
+        except HttpClientError as exc:
+            raise UpstreamError(
+                f"upstream {deployment.name} unreachable: {type(exc).__name__}", status=502, deployment=deployment.name
+            ) from exc
+        pieces = resp.chunks()
+        try:
+            buffer = b""
+            async for piece in pieces:
+                buffer = buffer + piece if buffer else piece
+                if b"\r" in buffer:
+                    buffer = buffer.replace(b"\r\n", b"\n")
+                start = 0
+                while True:
+                    end = buffer.find(b"\n\n", start)
+                    if end < 0:
+                        break
+                    event = buffer[start:end]
+                    start = end + 2
+                    for line in event.split(b"\n"):
+                        if not line.startswith(b"data:"):
+                            continue  # comments, event names, keep-alives
+                        data = line[5:].strip()
+                        if data == _DONE:
+                            return
+                        if data:
+                            yield b"data: " + data + b"\n\n"
+                buffer = buffer[start:]
+        except TimeoutError as exc:
+            raise UpstreamError(
+                f"upstream {deployment.name} stream stalled for {deployment.timeout_s:g}s",
+                status=504,
+                deployment=deployment.name,
+            ) from exc
+        except HttpClientError as exc:
+            raise UpstreamError(
+                f"upstream {deployment.name} stream broke: {type(exc).__name__}",
+                status=502,
+                deployment=deployment.name,
+            ) from exc
         finally:
-            if resp is not None:
-                if finished:
-                    resp.release()
-                else:  # cut short (client left, error): the connection cannot be reused
-                    resp.close()
+            # Closing the pieces hands the connection back when the response is complete
+            # (exhausted, or [DONE] in its last piece) and drops it when cut short.
+            await pieces.aclose()
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-            # Let SSL transports finish closing (aiohttp's documented grace period).
-            await asyncio.sleep(0)
-        self._session = None
+        if self._pool is not None:
+            await self._pool.aclose()
+        self._pool = None
