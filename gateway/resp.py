@@ -37,7 +37,7 @@ import contextlib
 import ssl as ssl_module
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import hiredis
 import redis.asyncio
@@ -94,8 +94,8 @@ class _Connection(asyncio.Protocol):
         self.answered = 0  # replies received
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
@@ -348,10 +348,13 @@ class RespClient:
         conn = _Connection(self)
         try:
             async with asyncio.timeout(self._connect_timeout_s):
+                transport: asyncio.BaseTransport
                 if self._path is not None:
-                    await loop.create_unix_connection(lambda: conn, self._path)
+                    transport, _ = await loop.create_unix_connection(lambda: conn, self._path)
                 else:
-                    await loop.create_connection(lambda: conn, self._host, self._port, ssl=self._ssl)
+                    transport, _ = await loop.create_connection(lambda: conn, self._host, self._port, ssl=self._ssl)
+                # uvloop may call connection_made only after this returns: take the transport now.
+                conn.connection_made(transport)
                 if self._handshake:
                     replies = []
                     for command in self._handshake:

@@ -35,7 +35,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import AsyncGenerator
-from typing import Final
+from typing import Final, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -106,8 +106,8 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.response is None:  # bytes on an idle connection: the server is not in step
@@ -442,13 +442,15 @@ class Http1Pool:
             context = self._ssl
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                await loop.create_connection(
+                transport, _ = await loop.create_connection(
                     lambda: conn,
                     target.host,
                     target.port,
                     ssl=context,
                     server_hostname=target.host if context else None,
                 )
+            # uvloop may call connection_made only after this returns: take the transport now.
+            conn.connection_made(transport)
         except TimeoutError as exc:
             conn.close()
             raise ConnectError(f"connecting to {target.host}:{target.port} timed out") from exc

@@ -6,7 +6,7 @@ import asyncio
 import gzip
 import socket
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
@@ -20,12 +20,20 @@ from gateway.providers.http1 import (
 )
 from tests.gateway.upstream import UpstreamServer
 
-T = TypeVar("T")
 KEY = "upstream-secret"
 
 
-def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return asyncio.run(main())
+Runner = Callable[[Callable[[], Coroutine[Any, Any, Any]]], Any]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Runner:
+    """Run a test's coroutine on the standard loop and on uvloop (the server's loop)."""
+    if request.param == "uvloop":
+        import uvloop
+
+        return lambda main: uvloop.run(main())
+    return lambda main: asyncio.run(main())
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +69,7 @@ def test_target_prepares_the_request_head() -> None:
         Target("ftp://h/x", {})
 
 
-def test_sequential_calls_reuse_one_connection(upstream: UpstreamServer) -> None:
+def test_sequential_calls_reuse_one_connection(upstream: UpstreamServer, run: Runner) -> None:
     upstream.reset()
 
     async def main() -> None:
@@ -80,7 +88,7 @@ def test_sequential_calls_reuse_one_connection(upstream: UpstreamServer) -> None
     assert upstream.count("gpt-4o-mini") == 3
 
 
-def test_a_stream_arrives_in_pieces_and_its_connection_is_reused(upstream: UpstreamServer) -> None:
+def test_a_stream_arrives_in_pieces_and_its_connection_is_reused(upstream: UpstreamServer, run: Runner) -> None:
     async def main() -> None:
         pool = Http1Pool()
         try:
@@ -97,7 +105,7 @@ def test_a_stream_arrives_in_pieces_and_its_connection_is_reused(upstream: Upstr
     run(main)
 
 
-def test_concurrent_calls_stay_within_the_pool_limit(upstream: UpstreamServer) -> None:
+def test_concurrent_calls_stay_within_the_pool_limit(upstream: UpstreamServer, run: Runner) -> None:
     upstream.behave("slow-model", latency_s=0.02)
 
     async def call(pool: Http1Pool) -> int:
@@ -120,7 +128,7 @@ def test_concurrent_calls_stay_within_the_pool_limit(upstream: UpstreamServer) -
         upstream.behave("slow-model", latency_s=0.0)
 
 
-def test_error_statuses_come_back_with_body_and_headers(upstream: UpstreamServer) -> None:
+def test_error_statuses_come_back_with_body_and_headers(upstream: UpstreamServer, run: Runner) -> None:
     upstream.behave("limited-model", status=429, retry_after=3)
 
     async def main() -> None:
@@ -139,7 +147,9 @@ def test_error_statuses_come_back_with_body_and_headers(upstream: UpstreamServer
         upstream.behave("limited-model", status=None, retry_after=None)
 
 
-def test_a_reset_mid_stream_is_a_disconnect_and_the_connection_is_dropped(upstream: UpstreamServer) -> None:
+def test_a_reset_mid_stream_is_a_disconnect_and_the_connection_is_dropped(
+    upstream: UpstreamServer, run: Runner
+) -> None:
     upstream.behave("reset-model", reset_after_chunks=2)
 
     async def main() -> None:
@@ -165,7 +175,7 @@ def test_a_reset_mid_stream_is_a_disconnect_and_the_connection_is_dropped(upstre
         upstream.behave("reset-model", reset_after_chunks=None)
 
 
-def test_a_caller_timeout_closes_the_connection(upstream: UpstreamServer) -> None:
+def test_a_caller_timeout_closes_the_connection(upstream: UpstreamServer, run: Runner) -> None:
     upstream.behave("hang-model", hang=True)
 
     async def main() -> None:
@@ -186,7 +196,7 @@ def test_a_caller_timeout_closes_the_connection(upstream: UpstreamServer) -> Non
         upstream.behave("hang-model", hang=False)
 
 
-def test_nothing_listening_is_a_connect_error() -> None:
+def test_nothing_listening_is_a_connect_error(run: Runner) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound, not listening: connections are refused
@@ -211,7 +221,7 @@ async def _raw_server(reply: bytes) -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-def test_gzip_body_until_close_is_decoded_and_not_kept_alive() -> None:
+def test_gzip_body_until_close_is_decoded_and_not_kept_alive(run: Runner) -> None:
     payload = orjson.dumps({"ok": True, "text": "x" * 500})
     packed = gzip.compress(payload)
     reply = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n" + packed
@@ -231,7 +241,7 @@ def test_gzip_body_until_close_is_decoded_and_not_kept_alive() -> None:
     run(main)
 
 
-def test_bytes_that_are_not_http_are_a_protocol_error() -> None:
+def test_bytes_that_are_not_http_are_a_protocol_error(run: Runner) -> None:
     async def main() -> None:
         server, port = await _raw_server(b"SSH-2.0-OpenSSH\r\n\r\n")
         pool = Http1Pool()

@@ -6,7 +6,7 @@ import asyncio
 import shutil
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
@@ -17,11 +17,17 @@ from core.embedded import EmbeddedRedis
 from gateway.resp import RespClient, encode
 from tests.conftest import short_tmp
 
-T = TypeVar("T")
+Runner = Callable[[Callable[[], Coroutine[Any, Any, Any]]], Any]
 
 
-def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return asyncio.run(main())
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Runner:
+    """Run a test's coroutine on the standard loop and on uvloop (the server's loop)."""
+    if request.param == "uvloop":
+        import uvloop
+
+        return lambda main: uvloop.run(main())
+    return lambda main: asyncio.run(main())
 
 
 def client_for(url: str, **kwargs: Any) -> RespClient:
@@ -52,7 +58,7 @@ def test_from_redis_reads_the_pool_and_refuses_what_it_cannot_serve() -> None:
 
 
 def test_concurrent_commands_share_one_connection_and_keep_their_replies(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis, run: Runner
 ) -> None:
     async def main() -> None:
         client = client_for(redis_url)
@@ -70,7 +76,7 @@ def test_concurrent_commands_share_one_connection_and_keep_their_replies(
 
 
 def test_lazy_commands_leave_with_the_next_urgent_write_or_on_their_own(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis, run: Runner
 ) -> None:
     async def main() -> None:
         client = client_for(redis_url, lazy_delay_s=0.01)
@@ -91,7 +97,7 @@ def test_lazy_commands_leave_with_the_next_urgent_write_or_on_their_own(
 
 
 def test_error_replies_raise_redis_errors_and_the_connection_stays_usable(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis, run: Runner
 ) -> None:
     async def main() -> None:
         client = client_for(redis_url)
@@ -109,7 +115,7 @@ def test_error_replies_raise_redis_errors_and_the_connection_stays_usable(
     run(main)
 
 
-def test_select_on_connect_uses_the_urls_database(redis_url: str) -> None:
+def test_select_on_connect_uses_the_urls_database(redis_url: str, run: Runner) -> None:
     other_db = redis_url.replace("db=0", "db=5") if "db=0" in redis_url else None
     if other_db is None:
         pytest.skip("the Redis URL does not name db=0")
@@ -130,7 +136,7 @@ def test_select_on_connect_uses_the_urls_database(redis_url: str) -> None:
         check.close()
 
 
-def test_reconnects_after_a_redis_restart() -> None:
+def test_reconnects_after_a_redis_restart(run: Runner) -> None:
     folder = short_tmp("cpgw-resp")
     server = EmbeddedRedis(folder)
     url = server.start()
@@ -156,7 +162,7 @@ def test_reconnects_after_a_redis_restart() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_connecting_to_nothing_fails_every_queued_command() -> None:
+def test_connecting_to_nothing_fails_every_queued_command(run: Runner) -> None:
     async def main() -> None:
         client = RespClient(path="/nonexistent-dir/redis.sock")
         outcomes = await asyncio.gather(client.execute("PING"), client.execute("PING"), return_exceptions=True)
@@ -166,7 +172,7 @@ def test_connecting_to_nothing_fails_every_queued_command() -> None:
     run(main)
 
 
-def test_an_unanswered_command_times_out_and_the_next_one_reconnects(tmp_path: Path) -> None:
+def test_an_unanswered_command_times_out_and_the_next_one_reconnects(tmp_path: Path, run: Runner) -> None:
     folder = short_tmp("cpgw-mute")
     path = str(folder / "mute.sock")
     accepted: list[asyncio.StreamWriter] = []
