@@ -41,8 +41,8 @@ def plan_messages(state: AskState, today: date, history_turns: int) -> list[Chat
     return messages
 
 
-def _fence(text: str) -> str:
-    # A text cannot close its own fence.
+def fence(text: str) -> str:
+    """Merchant text made unable to close or open a fence."""
     return text.replace("<", "‹").replace(">", "›")
 
 
@@ -51,13 +51,11 @@ def narrate_messages(
 ) -> list[ChatMessage]:
     """The writer's prompt: the question, the facts block and the merchant texts (fenced)."""
     # Quotes of merchant texts travel inside the facts block as quoted values, each also fenced as data.
-    quoted = [
-        {"label": f"{c['source_type']} {c['source_id']}", "value": f"“{_fence(c['snippet'])}”"} for c in citations
-    ]
+    quoted = [{"label": f"{c['source_type']} {c['source_id']}", "value": f"“{fence(c['snippet'])}”"} for c in citations]
     body = "```facts\n" + json.dumps([*records, *quoted], ensure_ascii=False, indent=1) + "\n```"
     if citations:
         body += "\n" + "\n".join(
-            f'<merchant_text id="{c["chunk_id"]}" source="{c["source_type"]}">{_fence(c["snippet"])}</merchant_text>'
+            f'<merchant_text id="{c["chunk_id"]}" source="{c["source_type"]}">{fence(c["snippet"])}</merchant_text>'
             for c in citations
         )
     return [

@@ -28,7 +28,7 @@ from gateway.types import CallContext, ChatMessage, ChatRequest, ChatResponse, E
 from orchestrator.context import AskContext
 from orchestrator.grounding import fold, numbers_in, verify_draft
 from orchestrator.language import word
-from orchestrator.prompts import narrate_messages, plan_messages, repair_message
+from orchestrator.prompts import fence, narrate_messages, plan_messages, repair_message
 from orchestrator.render import chart_spec, context_texts, fact_records, figures, follow_ups, render_answer
 from orchestrator.state import AskState, Turn
 from orchestrator.tools import (
@@ -358,7 +358,11 @@ async def verify(state: AskState, runtime: Runtime[AskContext]) -> dict[str, Any
     lang = state.get("language", "en")
     results = _results(state)
     context_numbers = numbers_in([state["question"], *context_texts(results, lang)])
-    verdict = verify_draft(state.get("draft", ""), figures(results, lang), context_numbers=context_numbers)
+    draft = state.get("draft", "")
+    # A verbatim quote of the merchant's own text is not a claim of ours: its numbers are not checked.
+    for citation in state.get("citations") or []:
+        draft = draft.replace(citation["snippet"], " ").replace(fence(citation["snippet"]), " ")
+    verdict = verify_draft(draft, figures(results, lang), context_numbers=context_numbers)
     attempts = state.get("attempts", 0) + 1
     if verdict.ok and state.get("draft"):
         return {"issues": [], "attempts": attempts, "answer_source": "model" if attempts == 1 else "repaired"}

@@ -43,6 +43,7 @@ class Harness:
             langfuse=LangfuseSettings(enabled=False),
         )
         self.database = database
+        self.redis_url = redis_url
         self.engine = create_async_db_engine(database.app_url, db_settings)
         self.sessions = make_async_sessionmaker(self.engine)
         self.gateway: Gateway = self.run(
@@ -50,7 +51,7 @@ class Harness:
                 self.settings,
                 database_url=database.admin_url.render_as_string(hide_password=False),
                 redis_url=redis_url,
-            )  # fmt: skip
+            )
         )
         self.saver = InMemorySaver()
         self.copilot = self.make()
