@@ -98,28 +98,38 @@ async def _run(
     concurrency: int,
 ) -> dict[str, Any]:
     from app.llm import open_gateway
+    from gateway.tracing import get_langfuse
     from orchestrator.insights.bulk import run_all
     from orchestrator.insights.graph import InsightsContext, run_insights_graph
     from orchestrator.insights.narrate import NarrationSettings
+    from orchestrator.tracing import GraphTracer
 
     narration = NarrationSettings(model=model)
-    async with open_gateway(settings, database_url=urls.database_url, redis_url=urls.redis_url) as gateway:
-        if merchant_id is None:
-            bulk = await run_all(database.admin_engine, gateway, as_of, settings=narration, concurrency=concurrency)
-            d, n = bulk.detection, bulk.narration
+    tracer = GraphTracer(get_langfuse(settings.langfuse, environment=settings.environment.value))
+    try:
+        async with open_gateway(settings, database_url=urls.database_url, redis_url=urls.redis_url) as gateway:
+            if merchant_id is None:
+                bulk = await run_all(
+                    database.admin_engine, gateway, as_of, settings=narration, concurrency=concurrency, tracer=tracer
+                )
+                d, n = bulk.detection, bulk.narration
+                return {
+                    "as_of": as_of.isoformat(), "merchants": d.merchants, "candidates": d.candidates,
+                    "selected": d.selected, "stored": d.stored, "narrated": n.wording,
+                    "seconds": round(d.seconds + n.seconds, 3),
+                }  # fmt: skip
+            # One unit of work as the app role scoped to the merchant: commits after the graph, rolls back on error.
+            with database.merchant_session(merchant_id) as session:
+                context = InsightsContext(
+                    merchant_id, session, gateway, narration=narration, concurrency=concurrency, tracer=tracer
+                )
+                _, s = await run_insights_graph(context, as_of)
             return {
-                "as_of": as_of.isoformat(), "merchants": d.merchants, "candidates": d.candidates,
-                "selected": d.selected, "stored": d.stored, "narrated": n.wording,
-                "seconds": round(d.seconds + n.seconds, 3),
+                "as_of": s.as_of, "merchants": 1, "candidates": s.candidates, "selected": s.selected,
+                "stored": s.stored, "narrated": s.wording, "trace_id": s.trace_id,
             }  # fmt: skip
-        # One unit of work as the app role scoped to the merchant: commits after the graph, rolls back on error.
-        with database.merchant_session(merchant_id) as session:
-            context = InsightsContext(merchant_id, session, gateway, narration=narration, concurrency=concurrency)
-            _, s = await run_insights_graph(context, as_of)
-        return {
-            "as_of": s.as_of, "merchants": 1, "candidates": s.candidates, "selected": s.selected,
-            "stored": s.stored, "narrated": s.wording,
-        }  # fmt: skip
+    finally:
+        tracer.flush()
 
 
 @app.command("run")
@@ -128,7 +138,9 @@ def run(
     merchant: Annotated[
         str | None, typer.Option("--merchant", help="Run this merchant only (default: every merchant with data).")
     ] = None,
-    model: Annotated[str, typer.Option("--model", help="Gateway model alias for the wording.")] = "copilot-offline",
+    model: Annotated[
+        str | None, typer.Option("--model", help="Gateway model alias for the wording (default: settings).")
+    ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Narration calls in flight at once.", min=1)] = 8,
     as_json: JsonOption = False,
 ) -> None:
@@ -139,7 +151,8 @@ def run(
         with _database(settings, redis=settings.gateway.url is None) as (database, urls):
             if merchant is not None:
                 _require_merchant(database, merchant)
-            result = asyncio.run(_run(settings, database, urls, day, merchant, model, concurrency))
+            alias = model or settings.orchestrator.chat_model
+            result = asyncio.run(_run(settings, database, urls, day, merchant, alias, concurrency))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

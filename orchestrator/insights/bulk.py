@@ -30,6 +30,7 @@ from orchestrator.insights.run import RunSummary, detect_all
 from orchestrator.insights.selection import DEFAULT_SELECTION, SelectionConfig
 from orchestrator.insights.store import Wording, save_wording
 from orchestrator.insights.types import Fact, Insight
+from orchestrator.tracing import GraphTracer
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_BATCH = 200
@@ -128,9 +129,9 @@ def _snippets(engine: Engine, insights: Sequence[Insight]) -> dict[str, list[str
         }  # fmt: skip
 
 
-def _save(engine: Engine, wordings: Mapping[Any, Wording]) -> int:
+def _save(engine: Engine, wordings: Mapping[Any, Wording], trace_id: str | None) -> int:
     with engine.begin() as conn:
-        return save_wording(conn, wordings)
+        return save_wording(conn, wordings, trace_id)
 
 
 async def narrate_pending(
@@ -142,6 +143,7 @@ async def narrate_pending(
     settings: NarrationSettings | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     batch_size: int = DEFAULT_BATCH,
+    tracer: GraphTracer | None = None,
 ) -> NarrationSummary:
     """Word, verify and save the insights of ``as_of`` still pending narration.
 
@@ -153,10 +155,32 @@ async def narrate_pending(
         settings: Model alias and limits.
         concurrency: Narration calls in flight at once.
         batch_size: Insights saved per transaction.
+        tracer: Spans (a ``narrate_pending`` span with the generations under it); default: none.
 
     Returns:
         Counts by wording path and timing.
     """
+    tracer = tracer or GraphTracer()
+    with tracer.span("narrate_pending", input={"as_of": as_of.isoformat()}) as span:
+        summary = await _narrate_pending(
+            engine, gateway, as_of, merchant_ids, settings, concurrency, batch_size,
+            tracer.traceparent(), tracer.trace_id(),
+        )  # fmt: skip
+        span.update(output=summary.as_dict())
+    return summary
+
+
+async def _narrate_pending(
+    engine: Engine,
+    gateway: LLMGateway,
+    as_of: date,
+    merchant_ids: Sequence[str] | None,
+    settings: NarrationSettings | None,
+    concurrency: int,
+    batch_size: int,
+    traceparent: str | None,
+    trace_id: str | None,
+) -> NarrationSummary:
     started = time.perf_counter()
     summary = NarrationSummary()
     rows = await asyncio.to_thread(_load_pending, engine, as_of, merchant_ids)
@@ -166,7 +190,9 @@ async def narrate_pending(
 
     async def one(insight: Insight, snippets: Sequence[str]) -> Wording:
         async with gate:
-            return await narrate_insight(gateway, insight, snippets=snippets, settings=settings)
+            return await narrate_insight(
+                gateway, insight, snippets=snippets, settings=settings, traceparent=traceparent
+            )
 
     for offset in range(0, len(rows), max(1, batch_size)):
         batch = rows[offset : offset + batch_size]
@@ -174,7 +200,7 @@ async def narrate_pending(
         snippets = await asyncio.to_thread(_snippets, engine, insights)
         wordings = await asyncio.gather(*(one(i, snippets.get(i.dedup_key, ())) for i in insights))
         by_id = {r["insight_id"]: w for r, w in zip(batch, wordings, strict=True)}
-        summary.narrated += await asyncio.to_thread(_save, engine, by_id)
+        summary.narrated += await asyncio.to_thread(_save, engine, by_id, trace_id)
         paths.update(w.path for w in wordings)
     summary.wording = {p: paths.get(p, 0) for p in ("model", "repaired", "fallback")}
     summary.seconds = round(time.perf_counter() - started, 3)
@@ -192,6 +218,7 @@ async def run_all(
     hold_delivery: timedelta = DEFAULT_HOLD,
     detector_config: DetectorConfig = DEFAULT_CONFIG,
     selection_config: SelectionConfig = DEFAULT_SELECTION,
+    tracer: GraphTracer | None = None,
 ) -> BulkSummary:
     """The proactive run for many merchants: :func:`detect_all`, then :func:`narrate_pending`.
 
@@ -205,16 +232,25 @@ async def run_all(
         hold_delivery: How long outbox events wait for narration at most.
         detector_config: Detector thresholds.
         selection_config: Budget, cooldowns, minimum score.
+        tracer: Spans for the run (one trace: ``detect_all``, then ``narrate_pending``).
 
     Returns:
         Detection and narration summaries.
     """
-    detection = await asyncio.to_thread(
-        detect_all, engine, as_of, merchant_ids, detector_config=detector_config,
-        selection_config=selection_config, hold_delivery=hold_delivery,
-    )  # fmt: skip
-    narration = await narrate_pending(engine, gateway, as_of, merchant_ids, settings=settings, concurrency=concurrency)
-    return BulkSummary(detection, narration)
+    tracer = tracer or GraphTracer()
+    with tracer.run("insights.bulk", input={"as_of": as_of.isoformat()}) as (_, root):
+        with tracer.span("detect_all") as span:
+            detection = await asyncio.to_thread(
+                detect_all, engine, as_of, merchant_ids, detector_config=detector_config,
+                selection_config=selection_config, hold_delivery=hold_delivery,
+            )  # fmt: skip
+            span.update(output=detection.as_dict())
+        narration = await narrate_pending(
+            engine, gateway, as_of, merchant_ids, settings=settings, concurrency=concurrency, tracer=tracer
+        )
+        summary = BulkSummary(detection, narration)
+        root.update(output=summary.as_dict())
+    return summary
 
 
 __all__ = ["BulkSummary", "NarrationSummary", "insight_from_row", "narrate_pending", "run_all"]

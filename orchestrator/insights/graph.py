@@ -44,6 +44,7 @@ from orchestrator.insights.run import select_many
 from orchestrator.insights.selection import DEFAULT_SELECTION, SelectionConfig
 from orchestrator.insights.store import Wording, store_insights
 from orchestrator.insights.types import Insight
+from orchestrator.tracing import GraphTracer
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class InsightsContext:
         concurrency: Narration calls in flight at once.
         detector_config: Detector thresholds.
         selection_config: Budget, cooldowns and minimum score.
+        tracer: Spans for the run and its nodes (a no-op tracer without Langfuse).
     """
 
     merchant_id: str
@@ -67,12 +69,14 @@ class InsightsContext:
     concurrency: int = 4
     detector_config: DetectorConfig = DEFAULT_CONFIG
     selection_config: SelectionConfig = DEFAULT_SELECTION
+    tracer: GraphTracer = field(default_factory=GraphTracer)
 
 
 class InsightsState(TypedDict, total=False):
-    """What flows between the nodes (``as_of`` is the input)."""
+    """What flows between the nodes (``as_of`` is the input, ``trace_id`` optional)."""
 
     as_of: date
+    trace_id: str | None
     candidates: int
     drafts: list[Draft]
     stored: list[dict[str, Any]]
@@ -97,8 +101,10 @@ def _detect_sync(ctx: InsightsContext, as_of: date) -> tuple[list[Draft], int]:
 
 async def detect(state: InsightsState, runtime: Runtime[InsightsContext]) -> dict[str, Any]:
     """Detect and select today's insights for the context's merchant."""
-    # The detectors are sync SQLAlchemy on the caller's session: off the event loop, one at a time.
-    drafts, candidates = await asyncio.to_thread(_detect_sync, runtime.context, state["as_of"])
+    with runtime.context.tracer.span("detect", input={"as_of": state["as_of"].isoformat()}) as span:
+        # The detectors are sync SQLAlchemy on the caller's session: off the event loop, one at a time.
+        drafts, candidates = await asyncio.to_thread(_detect_sync, runtime.context, state["as_of"])
+        span.update(output={"candidates": candidates, "selected": [d.insight.dedup_key for d in drafts]})
     return {"drafts": drafts, "candidates": candidates}
 
 
@@ -114,16 +120,27 @@ async def _each(drafts: list[Draft], limit: int, step: Callable[[Draft], Awaitab
     return list(await asyncio.gather(*(one(d) for d in drafts)))
 
 
+async def _write_all(name: str, state: InsightsState, ctx: InsightsContext) -> list[Draft]:
+    with ctx.tracer.span(name) as span:
+        # Generations of the calls nest under this node's span.
+        parent = ctx.tracer.traceparent()
+        drafts = await _each(state["drafts"], ctx.concurrency, lambda d: write(ctx.gateway, d, ctx.narration, parent))
+        span.update(output=[{"key": d.insight.dedup_key, "title": d.title, "body": d.body} for d in drafts])
+    return drafts
+
+
 async def narrate(state: InsightsState, runtime: Runtime[InsightsContext]) -> dict[str, Any]:
     """First drafts, a few calls at a time."""
-    ctx = runtime.context
-    drafts = await _each(state["drafts"], ctx.concurrency, lambda d: write(ctx.gateway, d, ctx.narration))
-    return {"drafts": drafts}
+    return {"drafts": await _write_all("narrate", state, runtime.context)}
 
 
-async def verify(state: InsightsState) -> dict[str, Any]:
+async def verify(state: InsightsState, runtime: Runtime[InsightsContext]) -> dict[str, Any]:
     """Check every number of every draft; accept, queue for repair, or fall back."""
-    return {"drafts": [review(d) for d in state["drafts"]]}
+    with runtime.context.tracer.span("verify") as span:
+        drafts = [review(d) for d in state["drafts"]]
+        span.update(output=[{"key": d.insight.dedup_key, "issues": list(d.issues),
+                             "wording": d.wording.path if d.wording else None} for d in drafts])  # fmt: skip
+    return {"drafts": drafts}
 
 
 def after_verify(state: InsightsState) -> Literal["repair", "store"]:
@@ -133,20 +150,21 @@ def after_verify(state: InsightsState) -> Literal["repair", "store"]:
 
 async def repair(state: InsightsState, runtime: Runtime[InsightsContext]) -> dict[str, Any]:
     """Send each rejected draft back once with its issues."""
-    ctx = runtime.context
-    drafts = await _each(state["drafts"], ctx.concurrency, lambda d: write(ctx.gateway, d, ctx.narration))
-    return {"drafts": drafts}
+    return {"drafts": await _write_all("repair", state, runtime.context)}
 
 
-def _store_sync(ctx: InsightsContext, drafts: list[Draft], as_of: date) -> list[dict[str, Any]]:
+def _store_sync(ctx: InsightsContext, state: InsightsState) -> list[dict[str, Any]]:
+    drafts = state["drafts"]
     insights: list[Insight] = [d.insight for d in drafts]
     wording: dict[str, Wording] = {d.insight.dedup_key: d.wording for d in drafts if d.wording is not None}
-    return store_insights(ctx.session, insights, as_of, wording=wording)
+    return store_insights(ctx.session, insights, state["as_of"], wording=wording, trace_id=state.get("trace_id"))
 
 
 async def store(state: InsightsState, runtime: Runtime[InsightsContext]) -> dict[str, Any]:
     """Write the insights with their wording and queue their outbox events (no commit)."""
-    stored = await asyncio.to_thread(_store_sync, runtime.context, state["drafts"], state["as_of"])
+    with runtime.context.tracer.span("store") as span:
+        stored = await asyncio.to_thread(_store_sync, runtime.context, state)
+        span.update(output={"stored": len(stored)})
     return {"stored": stored}
 
 
@@ -182,6 +200,7 @@ class GraphSummary:
     selected: int
     stored: int
     wording: dict[str, int]
+    trace_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -192,6 +211,7 @@ class GraphSummary:
             "selected": self.selected,
             "stored": self.stored,
             "wording": dict(self.wording),
+            "trace_id": self.trace_id,
         }
 
 
@@ -207,6 +227,7 @@ def summarize(merchant_id: str, state: InsightsState) -> GraphSummary:
         selected=len(drafts),
         stored=len(stored_keys),
         wording={p: paths.get(p, 0) for p in ("model", "repaired", "fallback")},
+        trace_id=state.get("trace_id"),
     )
 
 
@@ -216,14 +237,19 @@ InsightsGraph = CompiledStateGraph[InsightsState, InsightsContext, InsightsState
 async def run_insights_graph(
     context: InsightsContext, as_of: date, graph: InsightsGraph | None = None
 ) -> tuple[InsightsState, GraphSummary]:
-    """Run the graph for the context's merchant on ``as_of`` (the caller commits the context's session).
+    """Run the graph for the context's merchant on ``as_of`` as one trace (the caller commits the session).
 
     Returns:
-        The final state and its summary.
+        The final state and its summary; stored insights carry the run's ``trace_id``.
     """
     compiled = graph if graph is not None else build_insights_graph()
-    state = cast(InsightsState, await compiled.ainvoke({"as_of": as_of}, context=context))
-    return state, summarize(context.merchant_id, state)
+    with context.tracer.run(
+        "insights", input={"as_of": as_of.isoformat()}, metadata={"merchant_id": context.merchant_id}
+    ) as (trace_id, root):
+        state = cast(InsightsState, await compiled.ainvoke({"as_of": as_of, "trace_id": trace_id}, context=context))
+        summary = summarize(context.merchant_id, state)
+        root.update(output=summary.as_dict())
+    return state, summary
 
 
 __all__ = [

@@ -304,9 +304,11 @@ def parse_reply(content: str | None) -> tuple[str, str]:
 # --------------------------------------------------------------------------- the steps
 
 
-def call_context(i: Insight, settings: NarrationSettings) -> CallContext:
-    """Whom a narration call is for: always the insight's own merchant."""
-    return CallContext(merchant_id=i.merchant_id, trace_name=settings.trace_name, tags=["insights", i.kind])
+def call_context(i: Insight, settings: NarrationSettings, traceparent: str | None = None) -> CallContext:
+    """Whom a narration call is for: always the insight's own merchant (and the span it is made from)."""
+    return CallContext(
+        merchant_id=i.merchant_id, trace_name=settings.trace_name, tags=["insights", i.kind], traceparent=traceparent
+    )
 
 
 def fallback(d: Draft, reason: str) -> Draft:
@@ -315,10 +317,11 @@ def fallback(d: Draft, reason: str) -> Draft:
     return replace(d, wording=Wording(render_title(d.insight), render_body(d.insight), "fallback", detail))
 
 
-async def write(gateway: LLMGateway, d: Draft, settings: NarrationSettings) -> Draft:
+async def write(gateway: LLMGateway, d: Draft, settings: NarrationSettings, traceparent: str | None = None) -> Draft:
     """Ask the model for a draft (the first one, or a repair when the last one had issues).
 
     A gateway error decides the fallback wording: an insight is never lost to a model outage.
+    ``traceparent`` nests the call's generation under the caller's span.
     """
     if d.done:
         return d
@@ -330,7 +333,7 @@ async def write(gateway: LLMGateway, d: Draft, settings: NarrationSettings) -> D
         response_format=RESPONSE_FORMAT,
     )
     try:
-        response = await gateway.chat(request, call_context(d.insight, settings))
+        response = await gateway.chat(request, call_context(d.insight, settings, traceparent))
     except (GatewayError, TimeoutError) as exc:
         error = {"error": type(exc).__name__, "detail": str(exc)[:200]}
         return fallback(replace(d, attempts=d.attempts + 1, rejected=(*d.rejected, error)), "model_error")
@@ -377,6 +380,7 @@ async def narrate_insight(
     *,
     snippets: Sequence[str] = (),
     settings: NarrationSettings | None = None,
+    traceparent: str | None = None,
 ) -> Wording:
     """Draft, verify, repair once, else fall back.
 
@@ -385,6 +389,7 @@ async def narrate_insight(
         insight: The insight to word.
         snippets: Review excerpts to show the model as data.
         settings: Model and limits.
+        traceparent: The caller's span, for the calls' generations.
 
     Returns:
         The wording to store, with the path it took.
@@ -392,7 +397,7 @@ async def narrate_insight(
     chosen = settings or NarrationSettings()
     d = Draft(insight, tuple(snippets))
     while not d.done:
-        d = review(await write(gateway, d, chosen))
+        d = review(await write(gateway, d, chosen, traceparent))
     assert d.wording is not None
     return d.wording
 

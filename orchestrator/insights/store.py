@@ -100,7 +100,7 @@ def _related(i: Insight) -> list[dict[str, Any]]:
     ]
 
 
-def to_row(i: Insight, as_of: date, wording: Wording | None = None) -> dict[str, Any]:
+def to_row(i: Insight, as_of: date, wording: Wording | None = None, trace_id: str | None = None) -> dict[str, Any]:
     """The ``insights`` row of a selected insight (status ``new``); without ``wording``, the deterministic one."""
     evidence = {
         **i.evidence,
@@ -131,6 +131,7 @@ def to_row(i: Insight, as_of: date, wording: Wording | None = None) -> dict[str,
         "evidence": evidence,
         "dedup_key": i.dedup_key,
         "status": "new",
+        "trace_id": trace_id,
     }
 
 
@@ -141,6 +142,7 @@ def store_insights(
     *,
     wording: Mapping[str, Wording] | None = None,
     hold_delivery: timedelta | None = None,
+    trace_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Insert insights not stored yet and queue one ``insight.created`` outbox event for each.
 
@@ -152,6 +154,7 @@ def store_insights(
             deterministic wording and ``evidence.wording`` = ``pending``.
         hold_delivery: Make the outbox events available only after this delay
             (narration of pending insights releases them earlier).
+        trace_id: The trace of the run that produced them.
 
     Returns:
         ``{"insight_id", "merchant_id", "dedup_key", "kind"}`` of the rows inserted by this call.
@@ -159,7 +162,7 @@ def store_insights(
     if not insights:
         return []
     chosen = wording or {}
-    rows = [to_row(i, as_of, chosen.get(i.dedup_key)) for i in insights]
+    rows = [to_row(i, as_of, chosen.get(i.dedup_key), trace_id) for i in insights]
     stmt = (
         pg_insert(InsightRow)
         .values(rows)
@@ -192,7 +195,8 @@ def store_insights(
 _SAVE_WORDING = text(
     """
     UPDATE insights
-    SET title = :title, body = :body, evidence = evidence || CAST(:patch AS jsonb)
+    SET title = :title, body = :body, evidence = evidence || CAST(:patch AS jsonb),
+        trace_id = coalesce(CAST(:trace_id AS text), trace_id)
     WHERE insight_id = :insight_id AND evidence->>'wording' = 'pending'
     RETURNING merchant_id, dedup_key
     """
@@ -205,19 +209,20 @@ _RELEASE = text(
 )
 
 
-def save_wording(executor: Executor, wordings: Mapping[Any, Wording]) -> int:
+def save_wording(executor: Executor, wordings: Mapping[Any, Wording], trace_id: str | None = None) -> int:
     """Store narrated wording of pending insights and release their held outbox events.
 
     Args:
         executor: Connection or session inside the caller's transaction.
         wordings: Wording by ``insight_id``.
+        trace_id: The trace of the narration run.
 
     Returns:
         How many insights were still pending and got their wording (a re-run updates none).
     """
     updated = 0
     for insight_id, w in wordings.items():
-        params = {"insight_id": insight_id, "title": w.title, "body": w.body,
+        params = {"insight_id": insight_id, "title": w.title, "body": w.body, "trace_id": trace_id,
                   "patch": {"wording": w.path, "narration": w.detail}}  # fmt: skip
         row = executor.execute(_SAVE_WORDING, params).first()
         if row is None:

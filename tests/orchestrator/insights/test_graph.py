@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, text
 
 from core.config import DatabaseSettings, GatewaySettings, LangfuseSettings, Settings
 from core.db import Database
 from gateway.errors import GatewayError
 from gateway.inprocess import Gateway
+from gateway.tracing import get_langfuse
 from gateway.types import (
     CallContext,
     ChatMessage,
@@ -39,7 +41,9 @@ from orchestrator.insights.graph import GraphSummary, InsightsContext, InsightsS
 from orchestrator.insights.narrate import Draft, problems
 from orchestrator.insights.render import body as render_body
 from orchestrator.insights.render import title as render_title
+from orchestrator.tracing import GraphTracer
 from tests.orchestrator.insights.conftest import Labelled
+from tests.otlp_receiver import OtlpReceiver
 
 T = TypeVar("T")
 
@@ -379,6 +383,8 @@ def test_bulk_run_narrates_what_it_stored_and_releases_delivery(
     assert len(recording.calls) == len(rows)
     for row in rows:
         assert row["evidence"]["wording"] == "model" and _verified(row)
+    # One trace for the run's narration, on every insight it worded.
+    assert len({r["trace_id"] for r in rows}) == 1 and rows[0]["trace_id"]
     with clean.connect() as conn:
         held = conn.execute(text("SELECT count(*) FROM notification_outbox WHERE available_at > now()")).scalar_one()
     assert held == 0
@@ -414,3 +420,45 @@ def test_the_deterministic_wording_always_verifies(labelled: Labelled, clean: En
     for row in rows:
         assert row["evidence"]["wording"] == "pending"
         assert _verified(row), (row["kind"], row["title"], row["body"])
+
+
+def test_a_graph_run_is_one_trace_with_a_span_per_node_and_the_generations(
+    labelled: Labelled, database: Database, gateway_settings: Settings, database_url: str, redis_url: str
+) -> None:
+    ev = _event(labelled, "outage")
+    merchant, day = ev["merchant_id"], date.fromisoformat(ev["start_date"])
+    with OtlpReceiver("pk-ins", "sk-ins") as receiver:
+        lf = LangfuseSettings(host=receiver.url, public_key="pk-ins", secret_key=SecretStr("sk-ins"))
+        settings = gateway_settings.model_copy(update={"langfuse": lf})
+
+        async def go() -> tuple[GraphSummary, Recording]:
+            gateway = await Gateway.start(settings, database_url=database_url, redis_url=redis_url)
+            try:
+                recording = Recording(gateway)
+                tracer = GraphTracer(get_langfuse(lf))
+                with database.merchant_session(merchant) as session:
+                    context = InsightsContext(merchant, session, recording, tracer=tracer)
+                    _, summary = await run_insights_graph(context, day)
+                tracer.flush()
+                return summary, recording
+            finally:
+                await gateway.aclose()
+
+        summary, recording = asyncio.run(go())
+        nodes = ("detect", "narrate", "verify", "store")
+        spans = receiver.wait_for(
+            lambda s: s["trace_id"] == summary.trace_id, count=len(nodes) + 1 + summary.selected, timeout=20
+        )
+    names = [s["name"] for s in spans]
+    assert names.count("insights") == 1
+    for node in nodes:
+        assert names.count(node) == 1, names
+    assert "repair" not in names
+    generations = [s for s in spans if s["attributes"].get("langfuse.observation.type") == "generation"]
+    assert len(generations) == summary.selected == len(recording.calls)
+    by_id = {s["span_id"]: s for s in spans}
+    for generation in generations:
+        assert by_id[generation["parent_span_id"]]["name"] == "narrate"
+    # The stored insights point at the trace; each call carried it to the gateway.
+    assert {r["trace_id"] for r in _rows(labelled.engine)} == {summary.trace_id}
+    assert all(c is not None and summary.trace_id in (c.traceparent or "") for _, c in recording.calls)
