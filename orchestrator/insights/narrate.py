@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from gateway.errors import GatewayError
@@ -152,6 +152,11 @@ def fact_label(name: str) -> str:
     return label[:1].upper() + label[1:]
 
 
+def _fixed(value: Decimal, places: int) -> str:
+    """``value`` with ``places`` decimals, rounded half up like the verifier reads it, with thousands separators."""
+    return f"{value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):,.{places}f}"
+
+
 def display_value(value: float, unit: str, currency: str | None) -> tuple[Decimal, str, str]:
     """A computed value in display units: (exact value, unit for figures, text for the facts block).
 
@@ -164,10 +169,10 @@ def display_value(value: float, unit: str, currency: str | None) -> tuple[Decima
         code = currency or ""
         exponent = minor_exponent(code) if code else 2
         major = exact.scaleb(-exponent)
-        return major, code, f"{major:,.{exponent}f} {code}".strip()
+        return major, code, f"{_fixed(major, exponent)} {code}".strip()
     if unit == "ratio":
         percent = exact * 100
-        return percent, "%", f"{percent:.1f}%"
+        return percent, "%", f"{_fixed(percent, 1)}%"
     if unit == "hour":
         return exact, "hour", f"{int(value):02d}:00"
     if exact == exact.to_integral_value():
@@ -194,7 +199,7 @@ def facts_block(i: Insight) -> str:
         lines.append(f"- {fact_label(f.name)} ({_period_label(f.period_start, f.period_end)}): {shown}")
     change = _change_percent(i)
     if change is not None:
-        lines.append(f"- Change against usual ({_period_label(i.period_start, i.period_end)}): {change:.1f}%")
+        lines.append(f"- Change against usual ({_period_label(i.period_start, i.period_end)}): {_fixed(change, 1)}%")
     return "\n".join(lines)
 
 

@@ -1,11 +1,13 @@
 """Deterministic title and body from an insight's computed numbers.
 
-This is the fallback wording (and what is stored until the narrator and
-verifier are wired in): every number in it is one of the insight's facts,
+This is the fallback wording (and what the bulk run stores until narration
+words it): every number in it is one of the insight's facts,
 formatted for display.
 """
 
 from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
 
 from orchestrator.insights.types import Insight
 
@@ -21,17 +23,22 @@ def minor_exponent(currency: str) -> int:
 def format_money(minor: float, currency: str) -> str:
     """``1234`` EUR → ``"12.34 EUR"``; JPY has no decimals."""
     exponent = minor_exponent(currency)
-    value = abs(minor) / 10**exponent
+    value = abs(Decimal(str(minor))).scaleb(-exponent)
     sign = "-" if minor < 0 else ""
-    return f"{sign}{value:,.{exponent}f} {currency}"
+    return f"{sign}{_half_up(value, exponent)} {currency}"
+
+
+def _half_up(value: Decimal, places: int) -> str:
+    # Half up, as the grounding verifier reads a rounded number (format() alone rounds half even on binary floats).
+    return f"{value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):,.{places}f}"
 
 
 def _value(i: Insight, v: float) -> str:
     if i.unit == "minor":
         return format_money(v, i.currency)
     if i.unit == "stars":
-        return f"{v:.2f}"
-    return f"{v:g}" if v == int(v) else f"{v:.1f}"
+        return _half_up(Decimal(str(v)), 2)
+    return f"{v:g}" if v == int(v) else _half_up(Decimal(str(v)), 1)
 
 
 _TITLES = {
