@@ -31,6 +31,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final, Literal
 
 import orjson
@@ -182,7 +183,8 @@ class GatewayEngine:
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
-        """Wait for background settlements and cache writes (shutdown, tests)."""
+        """Wait for background settlements, cache writes and bookkeeping (shutdown, tests)."""
+        await asyncio.sleep(0)  # bookkeeping scheduled with call_soon runs first
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.limiter is not None:
@@ -234,11 +236,66 @@ class GatewayEngine:
         first_token_ns: int | None = None,
         http_status: int = 200,
     ) -> None:
-        """Meter, trace and count one finished call (never raises)."""
+        """Meter, trace and count one finished call (never raises).
+
+        The call is marked finished now; the bookkeeping runs at the loop's
+        next turn, so a response is written before its usage record, trace
+        and metrics are built (it is all in memory either way).
+        """
         if meta.finished:
             return
         meta.finished = True
         ended_ns = time.time_ns()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): account now
+            loop = None
+        book = partial(
+            self._account,
+            endpoint=endpoint,
+            auth=auth,
+            meta=meta,
+            alias=alias,
+            deployment=deployment,
+            usage=usage,
+            cost=cost,
+            started_ns=started_ns,
+            ended_ns=ended_ns,
+            status=status,
+            stream=stream,
+            cache_hit=cache_hit,
+            error=error,
+            payload=payload,
+            output=output,
+            first_token_ns=first_token_ns,
+            http_status=http_status,
+        )
+        if loop is None:
+            book()
+        else:
+            loop.call_soon(book)
+
+    def _account(
+        self,
+        *,
+        endpoint: Endpoint,
+        auth: AuthContext,
+        meta: RequestMeta,
+        alias: str,
+        deployment: Deployment | None,
+        usage: TokenUsage,
+        cost: int,
+        started_ns: int,
+        ended_ns: int,
+        status: str,
+        stream: bool,
+        cache_hit: bool,
+        error: str | None,
+        payload: Mapping[str, Any] | None,
+        output: Any,
+        first_token_ns: int | None,
+        http_status: int,
+    ) -> None:
         latency_ms = (ended_ns - started_ns) // 1_000_000
         try:
             if self.recorder is not None:

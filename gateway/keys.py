@@ -680,6 +680,7 @@ class _CacheEntry:
     stored: StoredKey
     epoch: bytes | None
     fetched_at: float
+    context: AuthContext | None = None  # set once a key verified against this entry
 
 
 class KeyAuthenticator:
@@ -693,6 +694,12 @@ class KeyAuthenticator:
     Cache validity: an entry is used for at most ``cache_ttl_s`` and only while
     the Redis revocation epoch it was loaded under is still current. The
     epoch is read at most every ``signal_poll_s``, on the request path.
+
+    A key that verified against a cache entry is remembered by a keyed
+    BLAKE2b digest (a per-process random key; never the plaintext): while
+    that entry is the current one, the same key skips parsing and the
+    HMAC and gets the same :class:`AuthContext` (revocation and expiry are
+    still checked on every call).
 
     ``last_used_at`` is recorded in memory and written in batches every
     ``touch_interval_s`` (off the hot path, in a background task) and on
@@ -731,6 +738,8 @@ class KeyAuthenticator:
         self._redis_timeout_s = redis_timeout_s
         self._clock = clock
         self._cache: OrderedDict[str, _CacheEntry] = OrderedDict()
+        self._verified: dict[bytes, _CacheEntry] = {}
+        self._digest_key = secrets.token_bytes(32)
         self._epoch: bytes | None = None
         self._epoch_checked_at = float("-inf")
         self._signal_healthy = True
@@ -750,19 +759,41 @@ class KeyAuthenticator:
         """
         if not api_key:
             raise InvalidApiKeyError("Missing API key: send 'Authorization: Bearer <key>'.")
+        if time.monotonic() - self._epoch_checked_at >= self._signal_poll_s:
+            await self._check_signal()
+        digest = hashlib.blake2b(api_key.encode(), digest_size=16, key=self._digest_key).digest()
+        entry = self._verified.get(digest)
+        if (
+            entry is not None
+            and entry.context is not None
+            and self._cache.get(entry.stored.record.prefix) is entry
+            and entry.epoch == self._epoch
+            and time.monotonic() - entry.fetched_at < self._cache_ttl_s
+        ):
+            self._check_record(entry.stored.record)
+            return entry.context
         parsed = parse_key(api_key)
-        await self._check_signal()
         stored = await self._lookup(parsed.prefix)
         if stored is None or not verify_key(parsed.plaintext, stored.key_hash, self._store.pepper):
             raise InvalidApiKeyError()
-        record = stored.record
+        self._check_record(stored.record)
+        context = AuthContext.from_stored(stored)
+        entry = self._cache.get(parsed.prefix)
+        if entry is not None and entry.stored is stored:
+            entry.context = context
+            if len(self._verified) >= self._cache_size:
+                self._verified.clear()
+            self._verified[digest] = entry
+        return context
+
+    def _check_record(self, record: ApiKeyRecord) -> None:
+        """Refuse a revoked or expired key; note the use of a valid one."""
         now = self._clock()
         if record.revoked_at is not None:
             raise InvalidApiKeyError("This API key has been revoked.")
         if record.expires_at is not None and record.expires_at <= now:
             raise InvalidApiKeyError("This API key has expired (or was rotated and its overlap window has ended).")
         self._note_use(record.key_id, now)
-        return AuthContext.from_stored(stored)
 
     async def authenticate_header(self, authorization: str | None) -> AuthContext:
         """:meth:`authenticate` the key of an ``Authorization: Bearer`` header."""
@@ -771,6 +802,7 @@ class KeyAuthenticator:
     def invalidate(self) -> None:
         """Drop every cached lookup (this process only)."""
         self._cache.clear()
+        self._verified.clear()
 
     async def _check_signal(self) -> None:
         if self._redis is None:
@@ -794,6 +826,7 @@ class KeyAuthenticator:
         if epoch != self._epoch:
             self._epoch = epoch
             self._cache.clear()
+            self._verified.clear()
 
     async def _lookup(self, prefix: str) -> StoredKey | None:
         entry = self._cache.get(prefix)

@@ -256,6 +256,34 @@ class _Check:
     b: int  # window: start ms; budget: period end ms
 
 
+@dataclass(slots=True)
+class _Plan:
+    """The checks of one (key lineage, tenant, merchant) in one window, amounts left out.
+
+    Everything but the amounts is the same for every call of that caller
+    within a minute, so it is built once per minute and reused.
+    """
+
+    index: int  # the window (minute) it was built for
+    limits: Limits  # the key's limits it was built from
+    checks: list[_Check]  # amounts are placeholders: see with_amounts
+    uses: tuple[int, ...]  # per check: 0 one request, 1 tokens, 2 cost
+    keys: list[str]
+    token_keys: tuple[str, ...]
+    budget_keys: tuple[tuple[str, str, int], ...]
+    tpm_checks: tuple[_Check, ...]
+
+    def with_amounts(self, tokens: int, cost: int) -> list[_Check]:
+        amounts = (1, tokens, cost)
+        return [
+            _Check(c.name, c.kind, c.ident, c.keys, c.limit, amounts[use], c.a, c.b)
+            for c, use in zip(self.checks, self.uses, strict=True)
+        ]
+
+
+_PLAN_CACHE_SIZE: Final = 10_000
+
+
 def _tag(value: str) -> str:
     # Braces would change the Redis Cluster hash tag.
     return value.replace("{", "(").replace("}", ")")
@@ -475,6 +503,7 @@ class RateLimiter:
         self._pending: deque[tuple[list[str], list[str | int]]] = deque()
         self._drain_lock = asyncio.Lock()
         self._settling: set[asyncio.Future[Any]] = set()
+        self._plans: dict[tuple[uuid.UUID, str, str | None], _Plan] = {}
 
     @property
     def redis_available(self) -> bool:
@@ -519,6 +548,29 @@ class RateLimiter:
                     checks.append(_Check(f"{dim}.{metric}", "b", keys[0], keys, limit, cost, expire_at, end_ms))
         return checks
 
+    def _cached_plan(self, ctx: AuthContext, merchant_id: str | None, now_ms: int) -> _Plan:
+        index = now_ms // WINDOW_MS
+        cache_key = (ctx.lineage_id, ctx.tenant_id, merchant_id)
+        plan = self._plans.get(cache_key)
+        if plan is not None and plan.index == index and (plan.limits is ctx.limits or plan.limits == ctx.limits):
+            return plan
+        checks = self._plan(ctx, merchant_id, 0, 0, now_ms)
+        uses = tuple(0 if c.name.endswith(".rpm") else 1 if c.kind == "w" else 2 for c in checks)
+        plan = _Plan(
+            index=index,
+            limits=ctx.limits,
+            checks=checks,
+            uses=uses,
+            keys=[k for check in checks for k in check.keys],
+            token_keys=tuple(c.keys[0] for c in checks if c.name.endswith(".tpm")),
+            budget_keys=tuple((c.keys[0], c.keys[1], c.a) for c in checks if c.kind == "b"),
+            tpm_checks=tuple(c for c in checks if c.name.endswith(".tpm")),
+        )
+        if len(self._plans) >= _PLAN_CACHE_SIZE:
+            self._plans.clear()  # a minute's worth of callers at most; rebuilding is cheap
+        self._plans[cache_key] = plan
+        return plan
+
     # ----------------------------------------------------------------- admission
 
     async def admit(
@@ -549,11 +601,11 @@ class RateLimiter:
         if estimated_tokens < 0 or estimated_cost_micros < 0:
             raise ValueError("estimates must not be negative")
         now_ms = int(self._clock() * 1000)
-        checks = self._plan(ctx, merchant_id, estimated_tokens, estimated_cost_micros, now_ms)
-        for check in checks:
-            if check.name.endswith(".tpm") and check.amount > check.limit:
+        plan = self._cached_plan(ctx, merchant_id, now_ms)
+        for check in plan.tpm_checks:
+            if estimated_tokens > check.limit:
                 raise RequestTooLargeError(
-                    f"Request too large: {check.amount} tokens requested, {check.name} limit is {check.limit}"
+                    f"Request too large: {estimated_tokens} tokens requested, {check.name} limit is {check.limit}"
                     " tokens per minute. Reduce the input or max_tokens.",
                     param="max_tokens",
                 )
@@ -566,28 +618,29 @@ class RateLimiter:
             estimated_cost_micros=estimated_cost_micros,
             result=RateLimitResult(),
         )
+        checks = plan.checks
         if not checks:
             return reservation
-        keys = [k for check in checks for k in check.keys]
+        amounts = (1, estimated_tokens, estimated_cost_micros)
         args: list[str | int] = [now_ms, reservation.reservation_id, now_ms + self._reservation_ttl_ms, len(checks)]
-        for check in checks:
-            args.extend((check.kind, check.limit, check.amount, check.a, check.b))
+        for check, use in zip(checks, plan.uses, strict=True):
+            args.extend((check.kind, check.limit, amounts[use], check.a, check.b))
         try:
-            reply = await self._run(self._admit_script, keys, args)
+            reply = await self._run(self._admit_script, plan.keys, args)
         except _RedisDownError:
-            return self._admit_local(reservation, checks)
+            return self._admit_local(reservation, plan.with_amounts(estimated_tokens, estimated_cost_micros))
         values = [int(v) for v in reply]
         statuses = tuple(
             LimitStatus(check.name, check.limit, values[3 + 2 * i], values[4 + 2 * i] / 1000)
             for i, check in enumerate(checks)
         )
         if values[0] != 1:
-            refused = checks[values[1] - 1]
+            refused = plan.with_amounts(estimated_tokens, estimated_cost_micros)[values[1] - 1]
             result = RateLimitResult(statuses, retry_after_s=values[2] / 1000, refused_by=refused.name)
             raise self._refusal(refused, result)
         reservation.result = RateLimitResult(statuses)
-        reservation.token_keys = tuple(c.keys[0] for c in checks if c.name.endswith(".tpm"))
-        reservation.budget_keys = tuple((c.keys[0], c.keys[1], c.a) for c in checks if c.kind == "b")
+        reservation.token_keys = plan.token_keys
+        reservation.budget_keys = plan.budget_keys
         return reservation
 
     def _refusal(self, check: _Check, result: RateLimitResult) -> RateLimitExceededError:

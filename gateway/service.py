@@ -25,9 +25,10 @@ Run it with ``copilot gateway serve``; uvicorn imports :func:`app_factory`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal
 
@@ -40,7 +41,7 @@ from starlette.types import Receive, Scope, Send
 from core.config import Settings, get_settings
 from core.errors import CopilotError
 from gateway.admin import build_admin_router
-from gateway.engine import RequestMeta, new_request_id
+from gateway.engine import Completion, RequestMeta, StreamStart, new_request_id
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.keys import AuthContext
 from gateway.providers.base import UpstreamError
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 Header = Callable[[str], str | None]
 
 _JSON: Final = "application/json"
+_JSON_BYTES: Final = b"application/json"
+_SSE_BYTES: Final = b"text/event-stream; charset=utf-8"
 _SSE_HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _TYPES_BY_STATUS: Final = {
     400: "invalid_request_error",
@@ -71,8 +74,14 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def error_response(exc: BaseException) -> Response:
     """An OpenAI-shaped error response for any failure of a model call."""
+    status, body, headers = error_parts(exc)
+    return _json(body, status, headers)
+
+
+def error_parts(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """Status, OpenAI-shaped body and extra headers of an error response."""
     if isinstance(exc, GatewayError):
-        return _json(exc.to_openai(), exc.status, exc.headers)
+        return exc.status, exc.to_openai(), exc.headers
     if isinstance(exc, UpstreamError):
         status = exc.status if 400 <= exc.status < 600 else 502
         code = "upstream_timeout" if status == 504 else "upstream_error"
@@ -85,7 +94,7 @@ def error_response(exc: BaseException) -> Response:
             }
         }
         extra = {"retry-after": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
-        return _json(body, status, extra)
+        return status, body, extra
     if isinstance(exc, CopilotError):
         body = {
             "error": {
@@ -95,10 +104,10 @@ def error_response(exc: BaseException) -> Response:
                 "param": None,
             }
         }
-        return _json(body, exc.status)
+        return exc.status, body, None
     logger.exception("gateway.unexpected_error", exc_info=exc)
     body = {"error": {"message": "Internal error.", "type": "api_error", "code": "internal_error", "param": None}}
-    return _json(body, 500)
+    return 500, body, None
 
 
 def _decode(body: bytes) -> dict[str, Any]:
@@ -135,26 +144,99 @@ def _request_id(given: str | None) -> uuid.UUID:
     return new_request_id()
 
 
+async def _run_model_call(
+    runtime: GatewayRuntime, endpoint: Literal["chat", "embeddings"], header: Header, body: bytes
+) -> Completion | StreamStart:
+    """Run one model call (body already read and size-checked).
+
+    Raises:
+        CopilotError: Refused (auth, guards, limits, routing).
+        UpstreamError: Every deployment failed.
+    """
+    auth = await runtime.authenticator.authenticate_header(header("authorization"))
+    payload = _decode(body)
+    meta = RequestMeta.from_request(payload, header, _request_id(header("x-request-id")))
+    if endpoint == "embeddings":
+        return await runtime.engine.embeddings(auth, payload, meta)
+    if payload.get("stream") is True:
+        return await runtime.engine.stream_chat(auth, payload, meta)
+    return await runtime.engine.chat(auth, payload, meta)
+
+
 async def model_call(
     runtime: GatewayRuntime, endpoint: Literal["chat", "embeddings"], header: Header, body: bytes
 ) -> Response:
     """Run one model call (body already read and size-checked) and build its response."""
     try:
-        auth = await runtime.authenticator.authenticate_header(header("authorization"))
-        payload = _decode(body)
-        meta = RequestMeta.from_request(payload, header, _request_id(header("x-request-id")))
-        if endpoint == "embeddings":
-            done = await runtime.engine.embeddings(auth, payload, meta)
-        elif payload.get("stream") is True:
-            started = await runtime.engine.stream_chat(auth, payload, meta)
-            return StreamingResponse(
-                started.frames, media_type="text/event-stream", headers={**_SSE_HEADERS, **started.headers}
-            )
-        else:
-            done = await runtime.engine.chat(auth, payload, meta)
+        done = await _run_model_call(runtime, endpoint, header, body)
     except (CopilotError, UpstreamError) as exc:
         return error_response(exc)
+    if isinstance(done, StreamStart):
+        return StreamingResponse(done.frames, media_type="text/event-stream", headers={**_SSE_HEADERS, **done.headers})
     return Response(done.body, media_type=_JSON, headers=done.headers)
+
+
+def _raw_headers(
+    content_type: bytes, headers: Mapping[str, str] | None, length: int | None
+) -> list[tuple[bytes, bytes]]:
+    raw = [(b"content-type", content_type)]
+    if length is not None:
+        raw.append((b"content-length", b"%d" % length))
+    if headers:
+        raw.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
+    return raw
+
+
+async def _send_body(send: Send, status: int, body: bytes, headers: Mapping[str, str] | None) -> None:
+    await send(
+        {"type": "http.response.start", "status": status, "headers": _raw_headers(_JSON_BYTES, headers, len(body))}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_stream(receive: Receive, send: Send, started: StreamStart) -> None:
+    """Relay SSE frames; a client that hangs up cancels the relay (as Starlette's StreamingResponse does).
+
+    One watcher waits on ``receive`` for the disconnect: the upstream is
+    closed at once even while it is silent, and the stream is accounted as
+    cut by the client.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    frames = started.frames
+    live = True
+    disconnected = False
+
+    def on_message(message: asyncio.Future[Any]) -> None:
+        nonlocal disconnected
+        gone = not message.cancelled() and message.exception() is None and message.result()["type"] == "http.disconnect"
+        if live and gone:
+            disconnected = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(receive())
+    watcher.add_done_callback(on_message)
+    try:
+        try:
+            headers = {**_SSE_HEADERS, **started.headers}
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": _raw_headers(_SSE_BYTES, headers, None)}
+            )
+            async for frame in frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        finally:
+            live = False
+            watcher.remove_done_callback(on_message)
+            watcher.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not disconnected:
+            raise
+        task.uncancel()
+    finally:
+        close = getattr(frames, "aclose", None)
+        if close is not None:
+            await close()
 
 
 async def _routed_call(request: Request, endpoint: Literal["chat", "embeddings"]) -> Response:
@@ -218,7 +300,17 @@ class GatewayApp:
                 chunks.append(chunk)
                 more = message.get("more_body", False)
             if response is None:
-                response = await model_call(runtime, endpoint, headers.get, b"".join(chunks))
+                try:
+                    done = await _run_model_call(runtime, endpoint, headers.get, b"".join(chunks))
+                except (CopilotError, UpstreamError) as exc:
+                    status, error, extra = error_parts(exc)
+                    await _send_body(send, status, orjson.dumps(error), extra)
+                    return
+                if isinstance(done, StreamStart):
+                    await _send_stream(receive, send, done)
+                else:
+                    await _send_body(send, 200, done.body, done.headers)
+                return
         await response(scope, receive, send)
 
 
@@ -248,6 +340,7 @@ def create_app(
     redis_url: str | None = None,
     routing: RoutingConfig | None = None,
     runtime: GatewayRuntime | None = None,
+    freeze_gc: bool = False,
 ) -> GatewayApp:
     """Build the gateway app.
 
@@ -257,6 +350,10 @@ def create_app(
         redis_url: Redis URL (default: configured or embedded).
         routing: Routing config (default: ``settings.gateway.config_file``).
         runtime: An already started runtime (tests); the app does not close it.
+        freeze_gc: Once started, move every object alive (imports, routing,
+            pools: they live as long as the process) to the collector's
+            permanent generation, so full collections stop walking them
+            (the server process; see :func:`app_factory`).
     """
     settings = settings or get_settings()
 
@@ -275,6 +372,9 @@ def create_app(
         assert db_url is not None and r_url is not None
         live = await GatewayRuntime.start(settings, database_url=db_url, redis_url=r_url, routing=routing)
         _attach(app, live, settings)
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -347,4 +447,4 @@ def app_factory() -> GatewayApp:
 
     settings = get_settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    return create_app(settings)
+    return create_app(settings, freeze_gc=True)

@@ -5,8 +5,9 @@ gzipping it costs a few hundred microseconds of CPU per call; in the
 gateway's process that time is taken from the event loop (one GIL). The
 :class:`ProcessTracer` keeps the :class:`~gateway.tracing.Tracer` interface
 but only queues records on the request path: a sender thread pickles them in
-batches and writes them to a pipe, and a spawned child process runs the
-ordinary :class:`~gateway.tracing.Tracer` (same SDK pieces, same attributes,
+batches (woken every 64 records, else every 0.2 s) and writes them to a
+pipe, and a spawned child process runs the ordinary
+:class:`~gateway.tracing.Tracer` (same SDK pieces, same attributes,
 same bounded queues). If the child dies, records are dropped and counted,
 never raised; the request path is not affected.
 """
@@ -30,6 +31,10 @@ logger = logging.getLogger(__name__)
 _FLUSH: Final = "flush"
 _STOP: Final = "stop"
 _BATCH: Final = 256
+# Records queued before the sender is woken; below that it ships every _TICK_S. Waking it per
+# record would cost a thread switch (and a contended GIL) per request.
+_WAKE_AT: Final = 64
+_TICK_S: Final = 0.2
 
 
 def _child_main(settings: LangfuseSettings, environment: str | None, conn: Connection) -> None:
@@ -114,7 +119,7 @@ class ProcessTracer:
             self._drop()
             return
         self._queue.append(rec)
-        if len(self._queue) == 1:
+        if len(self._queue) == _WAKE_AT:
             self._wake.set()
 
     def _drop(self, count: int = 1) -> None:
@@ -130,7 +135,7 @@ class ProcessTracer:
         assert self._conn is not None
         conn = self._conn
         while True:
-            self._wake.wait(0.2)
+            self._wake.wait(_TICK_S)
             self._wake.clear()
             while self._queue:
                 batch: list[GenerationRecord] = []

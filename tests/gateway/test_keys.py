@@ -200,6 +200,37 @@ def test_auth_failures(store: KeyStore, tenant: str) -> None:
     assert str(results[3]) == str(results[4]) == "Incorrect API key provided."
 
 
+def test_a_verified_key_is_remembered_by_digest_and_still_checked(
+    store: KeyStore, tenant: str, key_clock: ManualClock
+) -> None:
+    _, plaintext = store.create("svc", tenant, expires_at=key_clock.now + timedelta(hours=1))
+    forged_body = f"cpk_{parse_key(plaintext).prefix}_{generate_key().secret}"
+    forged = f"{forged_body}_{_checksum(forged_body)}"
+
+    async def main() -> list[Any]:
+        auth = KeyAuthenticator(store, clock=key_clock, cache_ttl_s=300)
+        seen: list[Any] = []
+        for key in (plaintext, plaintext, forged, plaintext):
+            try:
+                seen.append(await auth.authenticate(key))
+            except InvalidApiKeyError as exc:
+                seen.append(exc)
+        assert all(isinstance(d, bytes) and len(d) == 16 for d in auth._verified)  # digests, no plaintext
+        assert plaintext not in repr(auth._verified)
+        key_clock.advance(hours=1)
+        try:
+            seen.append(await auth.authenticate(plaintext))  # remembered, but expired now
+        except InvalidApiKeyError as exc:
+            seen.append(exc)
+        await auth.aclose()
+        return seen
+
+    first, again, forged_result, third, expired = asyncio.run(main())
+    assert isinstance(first, AuthContext) and again is first and third is first
+    assert isinstance(forged_result, InvalidApiKeyError)
+    assert isinstance(expired, InvalidApiKeyError) and "expired" in str(expired)
+
+
 def test_typos_are_rejected_without_a_database(tenant: str) -> None:
     # An engine on a server that does not exist: any lookup would fail with 503.
     dead = create_engine("postgresql+psycopg://nobody@/nothing?host=/nonexistent-socket-dir", pool_pre_ping=False)
