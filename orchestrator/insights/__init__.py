@@ -6,6 +6,12 @@
     run_for_merchant(session, "M0001", date(2026, 10, 5))                  # + store, caller commits
     summary = detect_all(engine, date(2026, 10, 5))                        # bulk, commits per chunk
 
+The insights graph (narration through the LLM gateway, verification, repair,
+fallback) is in :mod:`orchestrator.insights.graph` (``build_insights_graph``,
+``run_insights_graph``) and the bulk run with narration in
+:mod:`orchestrator.insights.bulk` (``run_all``, ``narrate_pending``); they are
+not imported here, so detection alone stays free of LangGraph and the gateway.
+
 Numbers come only from code: each insight carries ``facts`` (name, value,
 unit, period, source) and ``evidence`` (baseline days and values, the test
 used, the p-value) for the narrator and the verifier.

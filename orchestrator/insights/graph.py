@@ -16,10 +16,12 @@ The caller owns the unit of work: the context carries a session whose
 transaction the caller commits after the run (nodes never commit), plus the
 gateway and settings. Nothing is built at import time.
 
-    graph = build_insights_graph()
-    with session_scope(factory) as session:
-        state = await graph.ainvoke({"as_of": day}, context=InsightsContext("M0001", session, gateway))
-    summary = summarize(state)
+    with database.merchant_session("M0001") as session:      # the caller's unit of work
+        context = InsightsContext("M0001", session, gateway, tracer=tracer)
+        state, summary = await run_insights_graph(context, day)  # one trace, a span per node
+
+``build_insights_graph().ainvoke({"as_of": day}, context=context)`` runs the
+same graph without the root span.
 """
 
 from __future__ import annotations
