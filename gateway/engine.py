@@ -28,7 +28,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -126,11 +126,21 @@ class Completion:
 
 @dataclass(slots=True)
 class StreamStart:
-    """A started stream: headers to send now, then the SSE frames."""
+    """A started stream: headers to send now, then the SSE frames.
+
+    Attributes:
+        headers: Response headers.
+        frames: One SSE frame per item (in-process consumers parse each).
+        deployment: The deployment serving it (None for a cache hit).
+        writes: The same stream in the pieces it arrived in: each item holds
+            one or more whole frames, so an HTTP relay writes each at once
+            (None: use ``frames``). Iterate ``writes`` or ``frames``, not both.
+    """
 
     headers: dict[str, str]
     frames: AsyncIterator[bytes]
     deployment: str | None
+    writes: AsyncIterator[bytes] | None = None
 
 
 def _without_metadata(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -553,7 +563,7 @@ class GatewayEngine:
         relay = self._relay(
             frames, auth, meta, shape.model, deployment, payload, reservation, started_ns, wants_usage, cache_key
         )
-        return StreamStart(out_headers, relay, deployment.name)
+        return StreamStart(out_headers, _one_per_item(relay), deployment.name, writes=relay)
 
     async def _relay(
         self,
@@ -567,7 +577,7 @@ class GatewayEngine:
         started_ns: int,
         wants_usage: bool,
         cache_key: str | None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         usage: TokenUsage | None = None
         seen: list[bytes] = []
         status = "client_closed"
@@ -575,21 +585,35 @@ class GatewayEngine:
         first_ns: int | None = None
         try:
             try:
-                async for frame in frames:
+                async for piece in frames:
                     if first_ns is None:
                         first_ns = time.time_ns()
-                    if _USAGE_MARK in frame:
-                        data = orjson.loads(frame[5:])
-                        reported = data.get("usage")
-                        if reported:
-                            usage = TokenUsage(
-                                int(reported.get("prompt_tokens") or 0), int(reported.get("completion_tokens") or 0)
-                            )
-                            if not data.get("choices") and not wants_usage:
-                                continue  # the usage-only chunk we asked for on the caller's behalf
+                    if piece.find(b"\n\n") == len(piece) - 2:
+                        events: list[bytes] | tuple[bytes] = (piece,)  # one frame: the usual case
                     else:
-                        seen.append(frame)
-                    yield frame
+                        events = [event + b"\n\n" for event in piece.split(b"\n\n") if event]
+                    kept: list[bytes] | None = None  # set once a frame is left out
+                    for i, event in enumerate(events):
+                        if _USAGE_MARK in event:
+                            data = orjson.loads(event[5:])
+                            reported = data.get("usage")
+                            if reported:
+                                usage = TokenUsage(
+                                    int(reported.get("prompt_tokens") or 0), int(reported.get("completion_tokens") or 0)
+                                )
+                                if not data.get("choices") and not wants_usage:
+                                    # the usage-only chunk we asked for on the caller's behalf
+                                    kept = list(events[:i]) if kept is None else kept
+                                    continue
+                        else:
+                            seen.append(event)
+                        if kept is not None:
+                            kept.append(event)
+                    if kept is not None:
+                        if not kept:
+                            continue
+                        piece = b"".join(kept)
+                    yield piece
             except UpstreamError as exc:
                 status, error = "upstream_error", str(exc)
                 yield _error_frame(exc)
@@ -658,6 +682,20 @@ class GatewayEngine:
             {"id": alias, "object": "model", "created": 0, "owned_by": "merchant-copilot"}
             for alias in allowed_models(auth, self.router.aliases())
         ]
+
+
+async def _one_per_item(pieces: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """One frame per item from pieces holding one or more frames each."""
+    try:
+        async for piece in pieces:
+            if piece.find(b"\n\n") == len(piece) - 2:
+                yield piece
+            else:
+                for event in piece.split(b"\n\n"):
+                    if event:
+                        yield event + b"\n\n"
+    finally:
+        await pieces.aclose()
 
 
 async def _replay(frames: list[bytes]) -> AsyncIterator[bytes]:

@@ -172,7 +172,8 @@ async def model_call(
     except (CopilotError, UpstreamError) as exc:
         return error_response(exc)
     if isinstance(done, StreamStart):
-        return StreamingResponse(done.frames, media_type="text/event-stream", headers={**_SSE_HEADERS, **done.headers})
+        frames = done.writes or done.frames
+        return StreamingResponse(frames, media_type="text/event-stream", headers={**_SSE_HEADERS, **done.headers})
     return Response(done.body, media_type=_JSON, headers=done.headers)
 
 
@@ -203,7 +204,7 @@ async def _send_stream(receive: Receive, send: Send, started: StreamStart) -> No
     """
     task = asyncio.current_task()
     assert task is not None
-    frames = started.frames
+    frames = started.writes or started.frames
     live = True
     disconnected = False
 

@@ -144,7 +144,11 @@ class Provider(Protocol):
         ...
 
     def stream_chat(self, deployment: Deployment, payload: Mapping[str, Any]) -> AsyncIterator[bytes]:
-        """SSE ``data:`` frames of the streamed completion (without ``[DONE]``)."""
+        """SSE ``data:`` frames of the streamed completion (without ``[DONE]``).
+
+        Each item holds one or more whole frames (``data: ...\\n\\n``): a
+        provider may hand over everything one read brought in one item.
+        """
         ...
 
     async def embeddings(self, deployment: Deployment, payload: Mapping[str, Any]) -> ProviderResult:

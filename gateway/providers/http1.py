@@ -293,7 +293,7 @@ class Response:
         return body
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
-        """The body's pieces as they arrive.
+        """The body's pieces as they arrive (each: all that arrived since the last one).
 
         The connection is released once the response is complete (also when
         the consumer stops after the last piece arrived, e.g. at an SSE
@@ -305,8 +305,10 @@ class Response:
         try:
             while True:
                 if parts:
-                    data = parts.popleft()
-                    self._size -= len(data)
+                    # Everything received so far in one piece (chunked bodies arrive a chunk per callback).
+                    data = parts.popleft() if len(parts) == 1 else b"".join(parts)
+                    parts.clear()
+                    self._size = 0
                     if self._size < _LOW_WATER and conn is not None and conn.transport is not None:
                         conn.transport.resume_reading()
                     yield data

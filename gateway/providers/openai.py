@@ -180,13 +180,58 @@ class OpenAIProvider:
         return await self._post(deployment, "embeddings", self._body(deployment, payload, stream=False))
 
     async def stream_chat(self, deployment: Deployment, payload: Mapping[str, Any]) -> AsyncIterator[bytes]:
-        """Yield the upstream's SSE ``data:`` frames as they arrive (``[DONE]`` excluded)."""
+        """Yield the upstream's SSE ``data:`` frames as they arrive (``[DONE]`` excluded).
+
+        Each item holds the whole frames one read brought (one frame when
+        tokens trickle in, many from a fast upstream): relaying them costs a
+        write per read, not per frame.
+        """
         body = self._body(deployment, payload, stream=True)
         try:
             resp = await self._client().post(self._target(deployment, "chat/completions", True), body)
             if resp.status != 200:
                 raw = await resp.read()
                 raise _upstream_error(deployment, resp.status, raw, resp.headers)
+        except TimeoutError as exc:
+            raise UpstreamError(
+                f"upstream {deployment.name} stream stalled for {deployment.timeout_s:g}s",
+                status=504,
+                deployment=deployment.name,
+            ) from exc
+        except HttpClientError as exc:
+            raise UpstreamError(
+                f"upstream {deployment.name} unreachable: {type(exc).__name__}", status=502, deployment=deployment.name
+            ) from exc
+        pieces = resp.chunks()
+        try:
+            buffer = b""
+            async for piece in pieces:
+                buffer = buffer + piece if buffer else piece
+                if b"\r" in buffer:
+                    buffer = buffer.replace(b"\r\n", b"\n")
+                out: list[bytes] = []
+                start = 0
+                done = False
+                while not done:
+                    end = buffer.find(b"\n\n", start)
+                    if end < 0:
+                        break
+                    event = buffer[start:end]
+                    start = end + 2
+                    for line in event.split(b"\n"):
+                        if not line.startswith(b"data:"):
+                            continue  # comments, event names, keep-alives
+                        data = line[5:].strip()
+                        if data == _DONE:
+                            done = True
+                            break
+                        if data:
+                            out.append(b"data: " + data + b"\n\n")
+                buffer = buffer[start:]
+                if out:  # everything this read brought, in one item
+                    yield out[0] if len(out) == 1 else b"".join(out)
+                if done:
+                    return
         except TimeoutError as exc:
             raise UpstreamError(
                 f"upstream {deployment.name} stream stalled for {deployment.timeout_s:g}s",
