@@ -37,7 +37,7 @@ Algorithm
     admissions issued in the same event-loop tick share one write and one
     round trip. :meth:`RateLimiter.settle_nowait` queues a settlement without
     a task: it leaves with the next admission's write, or at most
-    ``settle_delay_s`` later, so a busy process sends settlements in batches
+    ``settle_delay_s`` (5 ms) later, so a busy process sends settlements in batches
     piggybacked on admissions. Holding a settlement back a few milliseconds
     only keeps its reservation a little longer (admission stays
     conservative); :meth:`RateLimiter.flush_settlements` waits for every
@@ -99,7 +99,7 @@ from gateway.errors import (
     RequestTooLargeError,
 )
 from gateway.keys import AuthContext, Limits
-from gateway.resp import RespClient
+from gateway.resp import RespClient, bulk, encode
 
 logger = logging.getLogger(__name__)
 
@@ -165,10 +165,14 @@ class RateLimitResult:
 
     def tightest(self, metric: str) -> LimitStatus | None:
         """The status of ``metric`` (``rpm``, ``tpm``, ...) with the least remaining."""
-        candidates = [s for s in self.statuses if s.name.endswith(f".{metric}")]
-        if not candidates:
-            return None
-        return min(candidates, key=lambda s: (s.remaining, -s.reset_s))
+        suffix = f".{metric}"
+        best: LimitStatus | None = None
+        for status in self.statuses:
+            if status.name.endswith(suffix) and (
+                best is None or (status.remaining, -status.reset_s) < (best.remaining, -best.reset_s)
+            ):
+                best = status
+        return best
 
 
 def _duration(seconds: float) -> str:
@@ -272,6 +276,10 @@ class _Plan:
     token_keys: tuple[str, ...]
     budget_keys: tuple[tuple[str, str, int], ...]
     tpm_checks: tuple[_Check, ...]
+    # The admission command pre-encoded (RESP): its head (through the keys), then per
+    # check the bulk strings before and after the amount.
+    head: bytes = b""
+    encoded: tuple[tuple[bytes, bytes], ...] = ()
 
     def with_amounts(self, tokens: int, cost: int) -> list[_Check]:
         amounts = (1, tokens, cost)
@@ -478,7 +486,7 @@ class RateLimiter:
         reservation_ttl_s: float = 600.0,
         fallback: FallbackPolicy | None = None,
         redis_timeout_s: float = 0.5,
-        settle_delay_s: float = 0.002,
+        settle_delay_s: float = 0.005,
         clock: Callable[[], float] = time.time,
         on_event: EventHook | None = None,
     ) -> None:
@@ -566,6 +574,11 @@ class RateLimiter:
             budget_keys=tuple((c.keys[0], c.keys[1], c.a) for c in checks if c.kind == "b"),
             tpm_checks=tuple(c for c in checks if c.name.endswith(".tpm")),
         )
+        if checks:
+            count = 3 + len(plan.keys) + 4 + 5 * len(checks)
+            fixed: list[str | int] = ["EVALSHA", self._admit_script.sha, len(plan.keys), *plan.keys]
+            plan.head = b"*%d\r\n" % count + b"".join(bulk(arg) for arg in fixed)
+            plan.encoded = tuple((bulk(c.kind) + bulk(c.limit), bulk(c.a) + bulk(c.b)) for c in checks)
         if len(self._plans) >= _PLAN_CACHE_SIZE:
             self._plans.clear()  # a minute's worth of callers at most; rebuilding is cheap
         self._plans[cache_key] = plan
@@ -622,11 +635,20 @@ class RateLimiter:
         if not checks:
             return reservation
         amounts = (1, estimated_tokens, estimated_cost_micros)
-        args: list[str | int] = [now_ms, reservation.reservation_id, now_ms + self._reservation_ttl_ms, len(checks)]
-        for check, use in zip(checks, plan.uses, strict=True):
-            args.extend((check.kind, check.limit, amounts[use], check.a, check.b))
+        head: list[str | int] = [now_ms, reservation.reservation_id, now_ms + self._reservation_ttl_ms, len(checks)]
+        if self._resp is not None:
+            # Only the amounts and the call's own values are encoded per call.
+            parts = [plan.head, *map(bulk, head)]
+            for (before, after), use in zip(plan.encoded, plan.uses, strict=True):
+                parts += (before, bulk(amounts[use]), after)
+            call: Sequence[str | int] | bytes = b"".join(parts)
+        else:
+            args = head
+            for check, use in zip(checks, plan.uses, strict=True):
+                args.extend((check.kind, check.limit, amounts[use], check.a, check.b))
+            call = args
         try:
-            reply = await self._run(self._admit_script, plan.keys, args)
+            reply = await self._run(self._admit_script, plan.keys, call)
         except _RedisDownError:
             return self._admit_local(reservation, plan.with_amounts(estimated_tokens, estimated_cost_micros))
         values = [int(v) for v in reply]
@@ -839,21 +861,24 @@ class RateLimiter:
 
     # ----------------------------------------------------------------- redis plumbing
 
-    async def _call(self, script: _Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    async def _call(self, script: _Script, keys: Sequence[str], args: Sequence[str | int] | bytes) -> Any:
+        """Run a script; ``args`` may be the whole command pre-encoded (lean client only)."""
         resp = self._resp
         if resp is not None:
+            command = args if isinstance(args, bytes) else encode(("EVALSHA", script.sha, len(keys), *keys, *args))
             try:
                 # asyncio.timeout, not wait_for: no extra task per call on the request path.
                 async with asyncio.timeout(self._redis_timeout_s):
                     try:
-                        return await resp.send("EVALSHA", script.sha, len(keys), *keys, *args)
+                        return await resp.send_encoded(command)
                     except redis_errors.NoScriptError:
                         await resp.send("SCRIPT", "LOAD", script.source)
-                        return await resp.send("EVALSHA", script.sha, len(keys), *keys, *args)
+                        return await resp.send_encoded(command)
             except TimeoutError:
                 # A Redis this slow is not usable; a fresh connection is the probe's to make.
                 resp.disconnect(redis_errors.TimeoutError(f"no reply within {self._redis_timeout_s:g}s"))
                 raise
+        assert not isinstance(args, bytes), "pre-encoded commands need the lean client"
         async with asyncio.timeout(self._redis_timeout_s):
             try:
                 return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
@@ -861,7 +886,7 @@ class RateLimiter:
                 await cast(Awaitable[Any], self._redis.script_load(script.source))
                 return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
 
-    async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[str | int] | bytes) -> Any:
         if self._down:
             now = time.monotonic()
             if now < self._probe_at:

@@ -66,18 +66,20 @@ def _error(reply: _ReplyError) -> redis_errors.RedisError:
     return kind(message)
 
 
+def bulk(arg: Arg) -> bytes:
+    """One argument as a RESP bulk string (to pre-encode the fixed parts of a command)."""
+    if isinstance(arg, bytes):
+        data = arg
+    elif isinstance(arg, str):
+        data = arg.encode()
+    else:
+        data = str(arg).encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
 def encode(args: Sequence[Arg]) -> bytes:
     """One command as a RESP array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        else:
-            data = str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+    return b"*%d\r\n" % len(args) + b"".join([bulk(arg) for arg in args])
 
 
 class _Connection(asyncio.Protocol):
@@ -247,11 +249,14 @@ class RespClient:
         Never blocks: the command is written at the end of this tick (urgent)
         or within ``lazy_delay_s``, after connecting first if needed.
         """
+        return self.send_encoded(encode(args), urgent=urgent)
+
+    def send_encoded(self, data: bytes, *, urgent: bool = True) -> asyncio.Future[Any]:
+        """:meth:`send` for a command already encoded (one RESP array, see :func:`encode`)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._adopt(loop)
         waiter: asyncio.Future[Any] = loop.create_future()
-        data = encode(args)
         conn = self._conn
         if conn is None:
             self._queued.append((data, waiter))
@@ -390,4 +395,4 @@ class RespClient:
         self.flush()
 
 
-__all__ = ["RespClient", "encode"]
+__all__ = ["RespClient", "bulk", "encode"]
