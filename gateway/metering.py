@@ -202,8 +202,33 @@ _INSERT: Final = (
 )
 
 
-def _insert_params(events: Sequence[UsageEvent]) -> list[list[Any]]:
-    """Column arrays for :data:`_INSERT`, values cut to fit the columns."""
+def _quoted(value: str | None) -> str:
+    if value is None:
+        return "NULL"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _array(kind: str, values: list[Any]) -> str:
+    """A PostgreSQL array literal of one column (cast by :data:`_INSERT`).
+
+    Built with string joins: psycopg's list dumper costs ~20 µs of Python
+    per row for these sixteen columns; this costs a few.
+    """
+    if kind in ("int4", "int8"):
+        body = ",".join(map(str, values))
+    elif kind == "uuid":
+        body = ",".join(["NULL" if v is None else str(v) for v in values])
+    elif kind == "bool":
+        body = ",".join(["t" if v else "f" for v in values])
+    elif kind == "timestamptz":
+        body = ",".join(['"' + v.isoformat() + '"' for v in values])
+    else:
+        body = ",".join(map(_quoted, values))
+    return "{" + body + "}"
+
+
+def _insert_params(events: Sequence[UsageEvent]) -> list[str]:
+    """Column arrays for :data:`_INSERT` (as array literals), values cut to fit the columns."""
     columns: list[list[Any]] = [[] for _ in _COLUMNS]
     for event in events:
         created = event.created_at if event.created_at.tzinfo else event.created_at.replace(tzinfo=UTC)
@@ -227,7 +252,7 @@ def _insert_params(events: Sequence[UsageEvent]) -> list[list[Any]]:
         )
         for column, value in zip(columns, row, strict=True):
             column.append(value)
-    return columns
+    return [_array(kind, column) for (_, kind), column in zip(_COLUMNS, columns, strict=True)]
 
 
 def libpq_conninfo(database_url: str | URL) -> str:

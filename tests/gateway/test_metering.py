@@ -137,6 +137,41 @@ def test_recorded_events_are_written_once_with_every_field(
     assert spool_files(tmp_path) == []
 
 
+def test_awkward_text_survives_the_batch_insert(
+    database_url: str, admin_engine: Engine, tenant: str, tmp_path: Path
+) -> None:
+    texts = [
+        'quote " and \\ backslash',
+        "{braces},commas",
+        "NULL",
+        "",
+        " padded ",
+        "日本語 ✓",
+        "new\nline\ttab",
+        "\x00nul",
+    ]
+    events = [event(tenant, merchant_id=t[:64], error=t, model=t) for t in texts]
+    events.append(event(tenant, merchant_id=None, error=None, deployment=None, key_id=None))
+
+    async def main() -> int:
+        recorder = UsageRecorder(database_url, spool_dir=tmp_path, batch_size=100, flush_interval_s=60)
+        await recorder.start()
+        for e in events:
+            recorder.record(e)
+        written = await recorder.flush()
+        await recorder.aclose()
+        return written
+
+    assert run(main) == len(events)
+    stored = rows_of(admin_engine, tenant)
+    for e in events:
+        row = stored[e.request_id]
+        for name in ("merchant_id", "error", "model", "deployment", "key_id"):
+            expected = getattr(e, name)
+            assert row[name] == (expected.replace("\x00", "") if isinstance(expected, str) else expected), name
+    assert spool_files(tmp_path) == []
+
+
 def test_same_request_id_twice_bills_once(database_url: str, admin_engine: Engine, tenant: str, tmp_path: Path) -> None:
     first = event(tenant, cost_micros_usd=100)
     retry = event(tenant, request_id=first.request_id, cost_micros_usd=999)
