@@ -55,6 +55,7 @@ Header = Callable[[str], str | None]
 _JSON: Final = "application/json"
 _JSON_BYTES: Final = b"application/json"
 _SSE_BYTES: Final = b"text/event-stream; charset=utf-8"
+_DONE_FRAME: Final = b"data: [DONE]\n\n"
 _SSE_HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _TYPES_BY_STATUS: Final = {
     400: "invalid_request_error",
@@ -200,7 +201,8 @@ async def _send_stream(receive: Receive, send: Send, started: StreamStart) -> No
 
     One watcher waits on ``receive`` for the disconnect: the upstream is
     closed at once even while it is silent, and the stream is accounted as
-    cut by the client.
+    cut by the client. The stream's own end (``[DONE]``) and the end of the
+    body go out in one write; the relay is closed (and accounts) afterwards.
     """
     task = asyncio.current_task()
     assert task is not None
@@ -223,13 +225,17 @@ async def _send_stream(receive: Receive, send: Send, started: StreamStart) -> No
             await send(
                 {"type": "http.response.start", "status": 200, "headers": _raw_headers(_SSE_BYTES, headers, None)}
             )
+            last = b""
             async for frame in frames:
+                if frame == _DONE_FRAME:  # always the last frame: it ends the body in the same write
+                    last = frame
+                    break
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
         finally:
             live = False
             watcher.remove_done_callback(on_message)
             watcher.cancel()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await send({"type": "http.response.body", "body": last, "more_body": False})
     except asyncio.CancelledError:
         if not disconnected:
             raise
