@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from app.cli import app, main
@@ -63,3 +64,26 @@ def test_errors_are_one_line(ask_env: None, capsys: pytest.CaptureFixture[str], 
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("copilot: error:") and needle in err and "\n" not in err
+
+
+def test_conversations_continue_across_processes_through_the_postgres_checkpointer(
+    ask_env: None, metrics_db: Database
+) -> None:
+    conversation = "3d0c7a52-5b8e-4b61-9a3c-0f6f5a7f2e01"
+    base = ["ask", "-m", "M0001", "--as-of", "2026-01-05", "--conversation", conversation, "--json"]
+    first = runner.invoke(app, [*base, "How much did I make last week?"])
+    second = runner.invoke(app, [*base, "And the week before?"])
+    assert first.exit_code == 0 and second.exit_code == 0, (first.output, second.output)
+    earlier = json.loads(second.stdout)["facts"][0]
+    assert (earlier["name"], earlier["period"]["start"]) == ("net_sales", "2025-12-22")
+    # Both turns of both questions are stored in the merchant's conversation.
+    with metrics_db.admin_engine.connect() as conn:
+        roles = (
+            conn.execute(
+                text("SELECT role FROM conversation_messages WHERE conversation_id = :c ORDER BY message_id"),
+                {"c": conversation},
+            )
+            .scalars()
+            .all()
+        )
+    assert roles == ["user", "assistant", "user", "assistant"]
