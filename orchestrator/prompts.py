@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from typing import Any
 
@@ -42,17 +41,19 @@ def plan_messages(state: AskState, today: date, history_turns: int) -> list[Chat
 
 
 def fence(text: str) -> str:
-    """Merchant text made unable to close or open a fence."""
-    return text.replace("<", "‹").replace(">", "›")
+    """Merchant text made unable to close or open a fence (tags, code blocks, lines)."""
+    return " ".join(text.replace("<", "‹").replace(">", "›").replace("`", "'").split())
 
 
 def narrate_messages(
     question: str, language: str, records: list[dict[str, str]], citations: list[dict[str, Any]]
 ) -> list[ChatMessage]:
     """The writer's prompt: the question, the facts block and the merchant texts (fenced)."""
-    # Quotes of merchant texts travel inside the facts block as quoted values, each also fenced as data.
-    quoted = [{"label": f"{c['source_type']} {c['source_id']}", "value": f"“{fence(c['snippet'])}”"} for c in citations]
-    body = "```facts\n" + json.dumps([*records, *quoted], ensure_ascii=False, indent=1) + "\n```"
+    # One fact per line reads best for small models; quotes of merchant texts travel in the block as quoted,
+    # escaped values (and again in <merchant_text> tags), so a text can neither close the block nor add a fact.
+    lines = [f"{r['label']}, {r['period']}: {r['value']}" for r in records]
+    lines += [f"{c['source_type']} {c['source_id']}: “{fence(c['snippet'])}”" for c in citations]
+    body = "```facts\n" + "\n".join(lines) + "\n```"
     if citations:
         body += "\n" + "\n".join(
             f'<merchant_text id="{c["chunk_id"]}" source="{c["source_type"]}">{fence(c["snippet"])}</merchant_text>'
