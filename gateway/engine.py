@@ -466,7 +466,9 @@ class GatewayEngine:
             self._settle(reservation, 0, 0)
             raise
         cost = pricing.cost_micros(deployment, result.usage)
-        self._settle(reservation, result.usage.total_tokens, cost)
+        if reservation is not None:
+            # Queued for Redis after the response is written (it waits for a write to share anyway).
+            asyncio.get_running_loop().call_soon(self._settle, reservation, result.usage.total_tokens, cost)
         if cache_key is not None and self.cache is not None:
             self._background(self.cache.set(cache_key, result.body))
         self._finish(
