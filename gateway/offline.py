@@ -724,7 +724,10 @@ def _fill(
             items: Mapping[str, Any] = raw_items if isinstance(raw_items, Mapping) else {}
             if enum:
                 ranked = _match_enum(prop, question)
-                full = [value for score, _, value in ranked if score >= _FULL]
+                # "Almond Croissant" names one product, not also "Croissant".
+                full = _distinct_mentions(
+                    [(value, words) for score, _, value, words in _enum_mentions(prop, question) if score >= _FULL]
+                )
                 picked = full or ([ranked[0][2]] if ranked and is_required else [])
                 if picked:
                     args[name] = picked

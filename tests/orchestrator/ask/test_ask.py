@@ -144,3 +144,20 @@ def test_chart_and_follow_ups(harness: Harness) -> None:
     assert reply.chart is not None and reply.chart["mark"]["type"] == "line"
     assert len(reply.chart["data"]["values"]) == 7
     assert reply.follow_ups
+
+
+def test_product_names_in_the_question_filter_the_metric(harness: Harness, metrics_db: Database) -> None:
+    from sqlalchemy import text
+
+    with metrics_db.merchant_session("M0001") as session:
+        name = session.execute(
+            text("SELECT name FROM products WHERE merchant_id = 'M0001' ORDER BY name LIMIT 1")
+        ).scalar_one()
+    reply = harness.ask(f"How many units of {name} did I sell last month?")
+    first = reply.facts[0]
+    assert first["name"] == "units_sold"
+    assert first["query"]["params"]["products"] == [name]
+    query = MetricQuery(metric="units_sold", period=_period(*LAST_MONTH), products=(name,))
+    with metrics_db.merchant_session("M0001") as session:
+        expected = run_metric_query(session, "M0001", query, as_of=AS_OF).total
+    assert Decimal(str(first["value"])) == expected
