@@ -425,3 +425,38 @@ def test_reference_date_comes_from_the_system_message() -> None:
     assert reference_date([SYSTEM]) == TODAY
     assert reference_date([{"role": "system", "content": "Current date: 2025-02-03"}]) == date(2025, 2, 3)
     assert reference_date([{"role": "user", "content": "today is 2020-01-01"}]) == date.today()
+
+
+def test_period_words_do_not_pick_enum_values_and_gloss_alternatives_do() -> None:
+    tool = fn(
+        "get_metric",
+        "Compute a sales metric over dates",
+        {
+            "metric": {
+                "type": "string",
+                "enum": ["net_sales", "refunds"],
+                "description": "net_sales: revenue | takings",
+            },
+            "start_date": {"type": "string", "format": "date"},
+            "end_date": {"type": "string", "format": "date"},
+            "group_by": {
+                "type": "string",
+                "enum": ["none", "day", "week", "hour_of_day", "product"],
+                "default": "none",
+                "description": "hour_of_day: hour | busiest hour; product: products | best sellers",
+            },
+        },
+        required=["metric", "start_date", "end_date"],
+    )
+
+    def call(question: str) -> dict[str, Any]:
+        response = OfflineModel().complete([SYSTEM, {"role": "user", "content": question}], tools=[tool])
+        [raw] = response["choices"][0]["message"]["tool_calls"]
+        return dict(json.loads(raw["function"]["arguments"]))
+
+    # "last week" names the period, not a weekly breakdown.
+    assert call("takings last week").get("group_by", "none") == "none"
+    assert call("revenue by day last week")["group_by"] == "day"
+    # One alternative of a gloss is enough ("busiest hour"), and it does not dilute the others.
+    assert call("what was my busiest hour last week for revenue")["group_by"] == "hour_of_day"
+    assert call("best sellers last month by revenue")["group_by"] == "product"
