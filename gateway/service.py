@@ -56,6 +56,7 @@ _JSON: Final = "application/json"
 _JSON_BYTES: Final = b"application/json"
 _SSE_BYTES: Final = b"text/event-stream; charset=utf-8"
 _DONE_FRAME: Final = b"data: [DONE]\n\n"
+_WATCH_AFTER_S: Final = 0.02  # streams still running after this get a disconnect watcher
 _SSE_HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _TYPES_BY_STATUS: Final = {
     400: "invalid_request_error",
@@ -199,16 +200,20 @@ async def _send_body(send: Send, status: int, body: bytes, headers: Mapping[str,
 async def _send_stream(receive: Receive, send: Send, started: StreamStart) -> None:
     """Relay SSE frames; a client that hangs up cancels the relay (as Starlette's StreamingResponse does).
 
-    One watcher waits on ``receive`` for the disconnect: the upstream is
-    closed at once even while it is silent, and the stream is accounted as
-    cut by the client. The stream's own end (``[DONE]``) and the end of the
-    body go out in one write; the relay is closed (and accounts) afterwards.
+    A watcher waits on ``receive`` for the disconnect, so the upstream is
+    closed at once even while it is silent and the stream is accounted as
+    cut by the client. It starts only once a stream has run for
+    ``_WATCH_AFTER_S`` (a disconnect is reported to it at once then): most
+    streams from a fast upstream end before and never pay for a task. The
+    stream's own end (``[DONE]``) and the end of the body go out in one
+    write; the relay is closed (and accounts) afterwards.
     """
     task = asyncio.current_task()
     assert task is not None
     frames = started.writes or started.frames
     live = True
     disconnected = False
+    watcher: asyncio.Future[Any] | None = None
 
     def on_message(message: asyncio.Future[Any]) -> None:
         nonlocal disconnected
@@ -217,8 +222,13 @@ async def _send_stream(receive: Receive, send: Send, started: StreamStart) -> No
             disconnected = True
             task.cancel()
 
-    watcher = asyncio.ensure_future(receive())
-    watcher.add_done_callback(on_message)
+    def watch() -> None:
+        nonlocal watcher
+        if live:
+            watcher = asyncio.ensure_future(receive())
+            watcher.add_done_callback(on_message)
+
+    timer = asyncio.get_running_loop().call_later(_WATCH_AFTER_S, watch)
     try:
         try:
             headers = {**_SSE_HEADERS, **started.headers}
@@ -233,8 +243,10 @@ async def _send_stream(receive: Receive, send: Send, started: StreamStart) -> No
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
         finally:
             live = False
-            watcher.remove_done_callback(on_message)
-            watcher.cancel()
+            timer.cancel()
+            if watcher is not None:
+                watcher.remove_done_callback(on_message)
+                watcher.cancel()
         await send({"type": "http.response.body", "body": last, "more_body": False})
     except asyncio.CancelledError:
         if not disconnected:
