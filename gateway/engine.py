@@ -43,7 +43,7 @@ from gateway.guards import Guards, check_chat, check_embeddings
 from gateway.keys import AuthContext, allowed_models, authorize
 from gateway.metering import UsageEvent, UsageRecorder
 from gateway.metrics import GatewayMetrics
-from gateway.providers.base import Deployment, TokenUsage, UpstreamError
+from gateway.providers.base import Deployment, LastFrames, TokenUsage, UpstreamError
 from gateway.ratelimit import RateLimiter, Reservation, headers
 from gateway.router import Router
 from gateway.tracing import GenerationRecord, Tracer
@@ -611,11 +611,15 @@ class GatewayEngine:
                             seen.append(event)
                         if kept is not None:
                             kept.append(event)
+                    last = isinstance(piece, LastFrames)
                     if kept is not None:
-                        if not kept:
-                            continue
                         piece = b"".join(kept)
-                    yield piece
+                    if last:  # the upstream said this is the end: [DONE] goes in the same item
+                        status = "ok"
+                        yield piece + _DONE_FRAME
+                        return
+                    if piece:
+                        yield piece
             except UpstreamError as exc:
                 status, error = "upstream_error", str(exc)
                 yield _error_frame(exc)

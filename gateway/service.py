@@ -237,7 +237,7 @@ async def _send_stream(receive: Receive, send: Send, started: StreamStart) -> No
             )
             last = b""
             async for frame in frames:
-                if frame == _DONE_FRAME:  # always the last frame: it ends the body in the same write
+                if frame.endswith(_DONE_FRAME):  # always in the last item: it ends the body in the same write
                     last = frame
                     break
                 await send({"type": "http.response.body", "body": frame, "more_body": True})

@@ -136,6 +136,19 @@ def is_retryable_status(status: int) -> bool:
     return status in RETRYABLE_STATUSES or status >= 520
 
 
+class LastFrames(bytes):
+    """The last item of a stream, when the provider already knows it is the last.
+
+    A provider that saw the upstream's ``[DONE]`` in the same read yields
+    the remaining frames as ``LastFrames``; the relay then ends the
+    response with them in one write instead of waiting for the stream to
+    report its end. It is still ``bytes``: consumers that do not know it
+    see an ordinary item.
+    """
+
+    __slots__ = ()
+
+
 class Provider(Protocol):
     """An adapter that reaches one kind of upstream."""
 
@@ -147,7 +160,8 @@ class Provider(Protocol):
         """SSE ``data:`` frames of the streamed completion (without ``[DONE]``).
 
         Each item holds one or more whole frames (``data: ...\\n\\n``): a
-        provider may hand over everything one read brought in one item.
+        provider may hand over everything one read brought in one item, and
+        mark the stream's last item as :class:`LastFrames`.
         """
         ...
 

@@ -199,6 +199,7 @@ class Response:
     __slots__ = (
         "_conn",
         "_decoder",
+        "_discard",
         "_error",
         "_headers_waiter",
         "_keep_alive",
@@ -224,6 +225,7 @@ class Response:
         self._keep_alive = False
         self._until_close = False
         self._decoder: zlib._Decompress | None = None
+        self._discard = False
 
     # -- fed by the connection
 
@@ -233,6 +235,8 @@ class Response:
             waiter.set_result(None)
 
     def _feed(self, data: bytes) -> None:
+        if self._discard:
+            return
         if self._decoder is not None:
             try:
                 data = self._decoder.decompress(data)
@@ -253,9 +257,15 @@ class Response:
             if tail:
                 self._parts.append(tail)
         self.complete = True
+        if self._discard:
+            self.release()
+            return
         self._wake()
 
     def _fail(self, error: BaseException) -> None:
+        if self._discard:
+            self.close()
+            return
         if self._error is None:
             self._error = error
         waiter = self._headers_waiter
@@ -321,10 +331,32 @@ class Response:
                 self._waiter = asyncio.get_running_loop().create_future()
                 await self._waiter
         finally:
-            if finished or (self.complete and self._error is None):
+            if self._discard:
+                pass  # handed over: released when the response ends
+            elif finished or (self.complete and self._error is None):
                 self.release()
             else:
                 self.close()
+
+    def discard(self) -> None:
+        """Stop reading: the rest of the body is dropped and the connection returns to the pool when it ends.
+
+        For a caller that has all it needs before the body's last bytes
+        arrived (an SSE ``[DONE]`` just before the chunked terminator): the
+        connection stays reusable without waiting for them. A response that
+        then fails closes its connection.
+        """
+        if self._conn is None:
+            return
+        self._parts.clear()
+        self._size = 0
+        if self.complete or self._error is not None:
+            self.release()
+            return
+        self._discard = True
+        conn = self._conn
+        if conn.transport is not None:
+            conn.transport.resume_reading()
 
     def release(self) -> None:
         """Hand the connection back (kept alive only if the response ended and both sides allow it)."""

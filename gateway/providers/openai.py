@@ -32,6 +32,7 @@ import orjson
 
 from gateway.providers.base import (
     Deployment,
+    LastFrames,
     ProviderResult,
     TokenUsage,
     UpstreamError,
@@ -228,10 +229,13 @@ class OpenAIProvider:
                         if data:
                             out.append(b"data: " + data + b"\n\n")
                 buffer = buffer[start:]
+                if done:  # the rest of the stream, marked as its end
+                    resp.discard()  # the connection goes back once the body's last bytes arrive
+                    if out:
+                        yield LastFrames(b"".join(out))
+                    return
                 if out:  # everything this read brought, in one item
                     yield out[0] if len(out) == 1 else b"".join(out)
-                if done:
-                    return
         except TimeoutError as exc:
             raise UpstreamError(
                 f"upstream {deployment.name} stream stalled for {deployment.timeout_s:g}s",

@@ -105,6 +105,36 @@ def test_a_stream_arrives_in_pieces_and_its_connection_is_reused(upstream: Upstr
     run(main)
 
 
+def test_a_discarded_response_hands_its_connection_back_when_it_ends(upstream: UpstreamServer, run: Runner) -> None:
+    upstream.behave("trickle-model", chunk_latency_s=0.01)
+
+    async def main() -> None:
+        pool = Http1Pool()
+        try:
+            response = await pool.post(chat_target(upstream, stream=True), chat_body("trickle-model", stream=True))
+            pieces = response.chunks()
+            await anext(pieces)  # the caller has what it needs ...
+            assert not response.complete
+            response.discard()  # ... and stops reading
+            await pieces.aclose()
+            assert pool.open_connections == 1  # not closed
+            for _ in range(200):  # the rest of the body still arrives (bounded wait)
+                if response.complete:
+                    break
+                await asyncio.sleep(0.01)
+            assert response.complete and pool.open_connections == 1
+            again = await pool.post(chat_target(upstream), chat_body())
+            assert again.status == 200 and await again.read()
+            assert pool.open_connections == 1  # the discarded response's connection was reused
+        finally:
+            await pool.aclose()
+
+    try:
+        run(main)
+    finally:
+        upstream.behave("trickle-model", chunk_latency_s=0.0)
+
+
 def test_concurrent_calls_stay_within_the_pool_limit(upstream: UpstreamServer, run: Runner) -> None:
     upstream.behave("slow-model", latency_s=0.02)
 
