@@ -19,7 +19,8 @@ Behaviour
     - Connecting is bounded by ``connect_timeout_s``; every other wait is
       the caller's to bound (``asyncio.timeout``), and a timed-out response's
       connection is closed, never reused.
-    - At most ``max_connections`` are open at once; more callers wait for one.
+    - At most ``max_connections`` are open at once; a call that needs a new
+      one then closes an idle connection (any host) or waits for one.
     - Failures are :class:`HttpClientError` subclasses
       (:class:`ConnectError`, :class:`ServerDisconnectedError`,
       :class:`ProtocolError`); timeouts are :class:`TimeoutError`.
@@ -461,6 +462,8 @@ class Http1Pool:
 
     async def _connect(self, target: Target, loop: asyncio.AbstractEventLoop) -> _Connection:
         while len(self._open) >= self._max:
+            if self._evict_idle():
+                continue  # an idle connection to another host made room
             slot: asyncio.Future[None] = loop.create_future()
             self._slots.append(slot)
             await slot
@@ -495,6 +498,14 @@ class Http1Pool:
             conn.close()
             raise
         return conn
+
+    def _evict_idle(self) -> bool:
+        """Close one idle connection (the pool is full and a call needs another host)."""
+        for idle in self._idle.values():
+            if idle:
+                idle.pop(0).close()  # the longest idle of that host
+                return True
+        return False
 
     def _put_back(self, conn: _Connection) -> None:
         if self._closed:

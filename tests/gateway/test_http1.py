@@ -158,6 +158,25 @@ def test_concurrent_calls_stay_within_the_pool_limit(upstream: UpstreamServer, r
         upstream.behave("slow-model", latency_s=0.0)
 
 
+def test_a_full_pool_makes_room_by_closing_an_idle_connection_to_another_host(
+    upstream: UpstreamServer, run: Runner
+) -> None:
+    async def main() -> None:
+        pool = Http1Pool(max_connections=1)
+        try:
+            first = await pool.post(chat_target(upstream), chat_body())
+            await first.read()  # idle now, to 127.0.0.1
+            other = Target(f"http://localhost:{upstream.port}/v1/chat/completions", {"Authorization": f"Bearer {KEY}"})
+            async with asyncio.timeout(5):  # would wait forever for a slot without the eviction
+                second = await pool.post(other, chat_body())
+            assert second.status == 200 and await second.read()
+            assert pool.open_connections == 1
+        finally:
+            await pool.aclose()
+
+    run(main)
+
+
 def test_error_statuses_come_back_with_body_and_headers(upstream: UpstreamServer, run: Runner) -> None:
     upstream.behave("limited-model", status=429, retry_after=3)
 
