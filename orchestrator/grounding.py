@@ -116,7 +116,7 @@ _MONTHS_RE = "|".join(sorted(set(_MONTH_WORDS.split()), key=len, reverse=True))
 _DAY_MONTH = re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th|er|\.)?\s+(?:de\s+)?(?:{_MONTHS_RE})\b(?:\s+(?:de\s+)?\d{{4}})?")
 _MONTH_DAY = re.compile(rf"\b(?:{_MONTHS_RE})\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}})?")
 _MONTH_YEAR = re.compile(rf"\b(?:{_MONTHS_RE})\s+(?:de\s+)?\d{{4}}\b")
-_SUFFIX = {"k": Decimal(1000), "m": Decimal(1_000_000), "bn": Decimal(1_000_000_000)}
+_SUFFIX_ZEROS = {"k": 3, "m": 6, "bn": 9}
 
 
 def fold(text: str) -> str:
@@ -181,14 +181,9 @@ def read_quantities(text: str) -> list[Quantity]:
     for match in _NUMBER.finditer(masked):
         body = match.group("body").strip()
         negative = match.group("sign") in ("-", "−")
-        factor = Decimal(1)
-        suffix = (match.group("suffix") or "").strip().lower()
-        if suffix:
-            factor = _SUFFIX[suffix]
-        readings = tuple(
-            ((-v if negative else v) * factor, d + (len(str(factor)) - 1 if factor != 1 else 0))
-            for v, d in _readings(body)
-        )
+        zeros = _SUFFIX_ZEROS.get((match.group("suffix") or "").strip().lower(), 0)
+        # A magnitude suffix counts its zeros as negative decimals: "1.2k" is 1200 shown to the hundred.
+        readings = tuple(((-v if negative else v).scaleb(zeros), d - zeros) for v, d in _readings(body))
         if not readings:
             continue
         out.append(
@@ -221,21 +216,8 @@ def rounds_to(value: Decimal, written: Decimal, decimals: int) -> bool:
 def _match(q: Quantity, figure: Figure) -> bool:
     if q.percent and figure.unit != "%":
         return False
-    for value, decimals in q.readings:
-        # Sign is often carried by words ("down 12%"): compare magnitudes.
-        if rounds_to(abs(figure.value), abs(value), _effective_decimals(q, value, decimals)):
-            return True
-    return False
-
-
-def _effective_decimals(q: Quantity, value: Decimal, decimals: int) -> int:
-    suffix = re.search(r"(k|K|m|M|bn)\b", q.text)
-    if suffix is None:
-        return decimals
-    zeros = {"k": 3, "m": 6, "bn": 9}[suffix.group(1).lower()]
-    written = q.text[: suffix.start()]
-    fraction = re.search(r"[.,](\d+)\s*$", written)
-    return (len(fraction.group(1)) if fraction else 0) - zeros
+    # Sign is often carried by words ("down 12%"): compare magnitudes.
+    return any(rounds_to(abs(figure.value), abs(value), decimals) for value, decimals in q.readings)
 
 
 def _near(q: Quantity, figures: Sequence[Figure]) -> Figure | None:

@@ -244,39 +244,6 @@ class OpenAIProvider:
             ) from exc
         except HttpClientError as exc:
             raise UpstreamError(
-                f"upstream {deployment.name} unreachable: {type(exc).__name__}", status=502, deployment=deployment.name
-            ) from exc
-        pieces = resp.chunks()
-        try:
-            buffer = b""
-            async for piece in pieces:
-                buffer = buffer + piece if buffer else piece
-                if b"\r" in buffer:
-                    buffer = buffer.replace(b"\r\n", b"\n")
-                start = 0
-                while True:
-                    end = buffer.find(b"\n\n", start)
-                    if end < 0:
-                        break
-                    event = buffer[start:end]
-                    start = end + 2
-                    for line in event.split(b"\n"):
-                        if not line.startswith(b"data:"):
-                            continue  # comments, event names, keep-alives
-                        data = line[5:].strip()
-                        if data == _DONE:
-                            return
-                        if data:
-                            yield b"data: " + data + b"\n\n"
-                buffer = buffer[start:]
-        except TimeoutError as exc:
-            raise UpstreamError(
-                f"upstream {deployment.name} stream stalled for {deployment.timeout_s:g}s",
-                status=504,
-                deployment=deployment.name,
-            ) from exc
-        except HttpClientError as exc:
-            raise UpstreamError(
                 f"upstream {deployment.name} stream broke: {type(exc).__name__}",
                 status=502,
                 deployment=deployment.name,

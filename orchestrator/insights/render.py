@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
+from core.metrics.money import exponent as currency_exponent
 from orchestrator.insights.types import Insight
 
+
 # ISO 4217 minor-unit exponents that differ from 2.
-_EXPONENTS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "HUF": 2, "BHD": 3, "KWD": 3, "OMR": 3, "TND": 3}
-
-
 def minor_exponent(currency: str) -> int:
-    """Decimals of the currency's minor unit (2 unless ISO 4217 says otherwise)."""
-    return _EXPONENTS.get(currency.upper(), 2)
+    """Decimals of the currency's minor unit (2 unless ISO 4217 says otherwise; the loader's table)."""
+    return currency_exponent(currency)
 
 
 def format_money(minor: float, currency: str) -> str:

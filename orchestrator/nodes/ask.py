@@ -27,7 +27,7 @@ from gateway.errors import GatewayError
 from gateway.types import CallContext, ChatMessage, ChatRequest, ChatResponse, EmbeddingRequest
 from orchestrator.context import AskContext
 from orchestrator.grounding import fold, numbers_in, verify_draft
-from orchestrator.language import word
+from orchestrator.language import detect_language, word
 from orchestrator.prompts import fence, narrate_messages, plan_messages, repair_message
 from orchestrator.render import chart_spec, context_texts, fact_records, figures, follow_ups, render_answer
 from orchestrator.state import AskState, Turn
@@ -165,8 +165,6 @@ def resolve_follow_up(question: str, history: list[Turn]) -> str:
 @traced("understand")
 async def understand(state: AskState, runtime: Runtime[AskContext]) -> dict[str, Any]:
     """Language, scope and a standalone question (follow-ups resolved from the conversation)."""
-    from orchestrator.language import detect_language
-
     ctx = runtime.context
     question = state["question"]
     ids = {m.upper() for m in _MERCHANT_ID.findall(question)}
@@ -386,7 +384,7 @@ def after_plan(state: AskState) -> str:
     return "run_tools" if state.get("calls") else "answer"
 
 
-def after_tools(state: AskState, runtime: Runtime[AskContext] | None = None) -> str:
+def after_tools(state: AskState) -> str:
     """Route: narrate what was found; answer honestly when nothing was."""
     if not state.get("results") and not state.get("citations"):
         return "answer"

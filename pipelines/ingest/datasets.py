@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.metrics.money import CURRENCY_EXPONENTS
+
 # ISO 8601 with a mandatory offset or Z. PostgreSQL alone would also accept
 # words like 'now' or 'tomorrow' as timestamps.
 _TS = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
@@ -21,12 +23,8 @@ _TS_SHAPES = ", ".join(
     f"'0000-00-00T00:00:00{zone}'" for zone in ("Z", "+00:00", "-00:00", ".000Z", ".000+00:00", ".000000+00:00")
 )
 
-# ISO 4217 minor-unit exponents that are not 2 (money is stored in minor units).
-_EXPONENTS = {
-    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0, "PYG": 0,
-    "RWF": 0, "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
-    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
-}  # fmt: skip
+# ISO 4217 minor-unit exponents that are not 2 (money is stored in minor units): one table for the project.
+_EXPONENTS = CURRENCY_EXPONENTS
 
 
 _FEWER_THAN_2 = ", ".join(f"'{code}'" for code, exp in sorted(_EXPONENTS.items()) if exp < 2)
