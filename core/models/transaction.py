@@ -71,7 +71,8 @@ class TransactionItem(Base):
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("unit_price_minor >= 0", name="unit_price_non_negative"),
-        Index("ix_transaction_items_merchant_product", "merchant_id", "product_id"),
+        # No index besides the primary key: every reader reaches items through
+        # their transaction, and each extra index slows the bulk load.
     )
 
     transaction_id: Mapped[str] = mapped_column(String(128), primary_key=True)
