@@ -10,6 +10,7 @@ is recorded as failed and loads nothing. Reruns never duplicate.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,8 +22,10 @@ from sqlalchemy import text
 
 from pipelines.context import PipelineContext
 from pipelines.ingest.datasets import SPECS
-from pipelines.ingest.load import FileResult, load_file
+from pipelines.ingest.load import FilePipeline, FileResult, sweep_work_schemas
 from pipelines.landing import DATASETS, LandingFile, LandingRoot, open_root
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DATASETS", "DatasetSummary", "FileResult", "IngestSummary", "ingest", "ingest_dataset"]
 
@@ -141,6 +144,17 @@ def _finish_run(
         )
 
 
+def _sweep(ctx: PipelineContext) -> None:
+    """Drop work schemas a killed process left behind (a run that is over or a day old)."""
+    raw = ctx.engine.raw_connection()
+    try:
+        dropped = sweep_work_schemas(raw.driver_connection)
+    finally:
+        raw.close()
+    if dropped:
+        logger.info("ingest.work_schemas.swept", extra={"count": dropped})
+
+
 def ingest_dataset(
     ctx: PipelineContext,
     root: str | LandingRoot,
@@ -165,20 +179,23 @@ def ingest_dataset(
     landing = open_root(root) if isinstance(root, str) else root
     spec = SPECS[dataset]
     started = time.perf_counter()
+    _sweep(ctx)
     run_id = _start_run(ctx, landing, partition, trigger, dataset)
     summary = DatasetSummary(dataset, str(run_id))
     crash: BaseException | None = None
+
+    def done(file: LandingFile, result: FileResult) -> None:
+        summary.files.append(result)
+        if on_file:
+            on_file(file, result)
+
     try:
         partitions = [partition] if partition is not None else landing.partitions(dataset)
         summary.partitions = partitions
-        for part in partitions:
-            for file in landing.files(dataset, part):
-                if on_file:
-                    on_file(file, None)
-                result = load_file(ctx.engine, landing, spec, file, run_id)
-                summary.files.append(result)
-                if on_file:
-                    on_file(file, result)
+        # Oldest partition first: a refund may point at an earlier partition's payment.
+        files = [file for part in partitions for file in landing.files(dataset, part)]
+        started_file = (lambda file: on_file(file, None)) if on_file else None
+        FilePipeline(ctx.engine, landing, spec, run_id).run(files, on_start=started_file, on_done=done)
     except BaseException as exc:
         crash = exc
         raise

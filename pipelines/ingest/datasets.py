@@ -131,6 +131,12 @@ class DatasetSpec:
     # statement's row count is the number of rows changed.
     fresh: str = ""
     fresh_merge: tuple[str, ...] = ()
+    # Rules that read stored rows (not just the file and the merchants) can
+    # miss what the previous file of the same run writes when the two files
+    # are checked and applied side by side (``FilePipeline``). ``recheck``
+    # selects the staged rows ``s`` to check again once it has committed;
+    # ``{previous}`` names that file's staging table.
+    recheck: str = ""
 
 
 MERCHANTS = DatasetSpec(
@@ -391,6 +397,12 @@ TRANSACTIONS = DatasetSpec(
     # to what ``merge`` does for such a row (it upserts, finds it changed,
     # has no items to delete and no old day), minus the bookkeeping.
     fresh="v.prev_merchant_id IS NULL",
+    # The stored version (tenant check, old day, change test) and a refund's
+    # original are the rules that read stored transactions.
+    recheck=(
+        "s.transaction_id IN (SELECT p.transaction_id FROM {previous} p) "
+        "OR s.refund_of IN (SELECT p.transaction_id FROM {previous} p)"
+    ),
     fresh_merge=(
         f"""
         INSERT INTO transactions ({_TXN_COLUMNS})

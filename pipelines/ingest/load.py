@@ -1,9 +1,18 @@
 """Load one landing file: stage with COPY, validate in SQL, quarantine, merge.
 
-One database transaction per file: either everything the file contributes
-(valid rows merged, bad rows quarantined, counts recorded) commits, or
-nothing does and the file is recorded as failed with the reason. Re-running a
-file is harmless: merges are idempotent upserts.
+A file is loaded in two steps, so that a run over many files keeps two
+database sessions busy (see :class:`FilePipeline`):
+
+1. :func:`prepare_file` stages the file with COPY and evaluates every rule
+   into ``ingest_checked``, in a work schema of its own (unlogged tables,
+   committed so that another session can read them). Nothing the merchant
+   sees changes.
+2. :func:`apply_file` then, in one database transaction, re-checks the few
+   rows a file still being applied could have changed (a re-delivered id, a
+   refund of a payment in that file), quarantines the bad rows, merges the
+   valid ones and records the counts. Either everything the file contributes
+   commits, or nothing does and the file is recorded as failed with the
+   reason. Re-running a file is harmless: merges are idempotent upserts.
 """
 
 from __future__ import annotations
@@ -11,6 +20,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -26,6 +37,9 @@ from pipelines.landing import LandingError, LandingFile, LandingRoot
 logger = logging.getLogger(__name__)
 
 _SYSTEM_COLUMNS = ("ingest_raw", "ingest_error")
+# Work schemas are named ingest_<run id>_<file id>; a sweep drops those of
+# runs that are over (a process killed mid-run leaves them behind).
+WORK_SCHEMA_PREFIX = "ingest_work_"
 
 
 @dataclass
@@ -52,57 +66,212 @@ class FileResult:
         return data
 
 
-def load_file(engine: Engine, root: LandingRoot, spec: DatasetSpec, file: LandingFile, run_id: uuid.UUID) -> FileResult:
-    """Load ``file`` in one transaction; never raises for bad data, only records it."""
+@dataclass
+class PreparedFile:
+    """A staged and checked file waiting for :func:`apply_file` (or why it could not be read)."""
+
+    spec: DatasetSpec
+    file: LandingFile
+    display: str
+    file_id: uuid.UUID
+    schema: str | None
+    rows_read: int = 0
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def _work_schema(run_id: uuid.UUID, file_id: uuid.UUID) -> str:
+    return f"{WORK_SCHEMA_PREFIX}{run_id.hex[:12]}_{file_id.hex}"
+
+
+def _begin_file_transaction(cur: Any, schema: str) -> None:
+    cur.execute("SET LOCAL work_mem = '128MB'")
+    # The file's rows and its ingestion_files row commit together, so a
+    # commit lost in a crash only means the file reloads (idempotent).
+    cur.execute("SET LOCAL synchronous_commit = off")
+    # Unqualified ingest_stage / ingest_checked / valid are this file's.
+    cur.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema)))
+
+
+def prepare_file(conn: Any, root: LandingRoot, spec: DatasetSpec, file: LandingFile, run_id: uuid.UUID) -> PreparedFile:
+    """Stage ``file`` and evaluate every rule, in a committed work schema; never raises for bad data."""
     started = time.perf_counter()
-    display = root.display(file.relpath)
     file_id = uuid.uuid4()
-    result = FileResult(spec.name, file.partition, display, "loaded", file_id=str(file_id))
-    reader = FileReader(root, file, spec.columns, spec.required, result.warnings)
-    raw = engine.raw_connection()
+    prepared = PreparedFile(spec, file, root.display(file.relpath), file_id, _work_schema(run_id, file_id))
+    reader = FileReader(root, file, spec.columns, spec.required, prepared.warnings)
+    assert prepared.schema is not None
     try:
-        conn = raw.driver_connection
-        assert conn is not None
-        try:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute("SET LOCAL work_mem = '128MB'")
-                # The file's rows and its ingestion_files row commit together, so
-                # a commit lost in a crash only means the file reloads (idempotent).
-                cur.execute("SET LOCAL synchronous_commit = off")
-                cur.execute(
-                    "INSERT INTO ingestion_files (file_id, run_id, dataset, partition, path, status) "
-                    "VALUES (%s, %s, %s, %s, %s, 'running')",
-                    (file_id, run_id, spec.name, file.partition, display),
-                )
-                result.rows_read = _stage(cur, spec, reader)
-                if spec.name == "attachments":
-                    _mark_missing_binaries(cur, root)
-                result.rows_quarantined = _quarantine(cur, spec, run_id, file_id, display)
-                result.rows_loaded = result.rows_read - result.rows_quarantined
-                result.rows_changed = _merge(cur, spec, file.partition, result.rows_quarantined)
-                cur.execute(
-                    "UPDATE ingestion_files SET status = 'loaded', rows_read = %s, rows_loaded = %s, "
-                    "rows_quarantined = %s, finished_at = now(), error = %s WHERE file_id = %s",
-                    (
-                        result.rows_read, result.rows_loaded, result.rows_quarantined,
-                        "; ".join(result.warnings) or None, file_id,
-                    ),
-                )  # fmt: skip
-        except (FileLevelError, LandingError) as exc:
-            result = FileResult(
-                spec.name, file.partition, display, "failed", error=f"{display}: {exc}", file_id=str(file_id)
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(prepared.schema)))
+            _begin_file_transaction(cur, prepared.schema)
+            prepared.rows_read = _stage(cur, spec, reader)
+            if spec.name == "attachments":
+                _mark_missing_binaries(cur, root)
+            _check(cur, spec)
+    except (FileLevelError, LandingError) as exc:
+        prepared.schema = None  # rolled back with the transaction
+        prepared.error = f"{prepared.display}: {exc}"
+    prepared.seconds = time.perf_counter() - started
+    return prepared
+
+
+def apply_file(conn: Any, prepared: PreparedFile, run_id: uuid.UUID, previous: PreparedFile | None) -> FileResult:
+    """Quarantine and merge a prepared file in one transaction; record it in ``ingestion_files``.
+
+    Args:
+        conn: A psycopg connection (not the one preparing the next file).
+        prepared: From :func:`prepare_file`.
+        run_id: The ingestion run.
+        previous: The file applied just before on this pipeline, if it was
+            still being applied while ``prepared`` was checked: rows that
+            share a key with it are checked again now that it has committed.
+    """
+    started = time.perf_counter()
+    spec, file = prepared.spec, prepared.file
+    result = FileResult(spec.name, file.partition, prepared.display, "loaded", file_id=str(prepared.file_id))
+    result.warnings = prepared.warnings
+    if prepared.error is not None or prepared.schema is None:
+        result = FileResult(
+            spec.name, file.partition, prepared.display, "failed", error=prepared.error, file_id=str(prepared.file_id)
+        )
+        _record_failure(conn, run_id, prepared.file_id, spec.name, file.partition, prepared.display, result.error or "")
+    else:
+        with conn.transaction(), conn.cursor() as cur:
+            _begin_file_transaction(cur, prepared.schema)
+            cur.execute(
+                "INSERT INTO ingestion_files (file_id, run_id, dataset, partition, path, status) "
+                "VALUES (%s, %s, %s, %s, %s, 'running')",
+                (prepared.file_id, run_id, spec.name, file.partition, prepared.display),
             )
-            _record_failure(conn, run_id, file_id, spec.name, file.partition, display, result.error or "")
-    finally:
-        raw.close()
-    result.seconds = round(time.perf_counter() - started, 3)
+            if previous is not None and previous.schema is not None and spec.recheck:
+                _recheck(cur, spec, previous.schema)
+            result.rows_read = prepared.rows_read
+            result.rows_quarantined = _quarantine(cur, spec, run_id, prepared.file_id, prepared.display)
+            result.rows_loaded = result.rows_read - result.rows_quarantined
+            result.rows_changed = _merge(cur, spec, file.partition, result.rows_quarantined)
+            cur.execute(
+                "UPDATE ingestion_files SET status = 'loaded', rows_read = %s, rows_loaded = %s, "
+                "rows_quarantined = %s, finished_at = now(), error = %s WHERE file_id = %s",
+                (
+                    result.rows_read, result.rows_loaded, result.rows_quarantined,
+                    "; ".join(result.warnings) or None, prepared.file_id,
+                ),
+            )  # fmt: skip
+    result.seconds = round(prepared.seconds + time.perf_counter() - started, 3)
     for warning in result.warnings:
-        logger.warning("ingest.file.warning", extra={"path": display, "warning": warning})
+        logger.warning("ingest.file.warning", extra={"path": prepared.display, "warning": warning})
     logger.info(
         "ingest.file.done",
         extra={k: v for k, v in result.as_dict().items() if k not in ("warnings", "partition")},
     )
     return result
+
+
+def drop_work(conn: Any, prepared: PreparedFile | None) -> None:
+    """Drop a prepared file's work schema (after it is applied and no longer a ``previous``)."""
+    if prepared is None or prepared.schema is None:
+        return
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(prepared.schema)))
+    prepared.schema = None
+
+
+def sweep_work_schemas(conn: Any) -> int:
+    """Drop work schemas left by runs that are over (or started over a day ago and never finished)."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT n.nspname FROM pg_namespace n
+            WHERE starts_with(n.nspname, %(prefix)s)
+              AND NOT EXISTS (
+                SELECT 1 FROM ingestion_runs r
+                WHERE left(replace(r.run_id::text, '-', ''), 12) = split_part(substr(n.nspname, %(skip)s), '_', 1)
+                  AND r.status = 'running' AND r.started_at > now() - interval '1 day')
+            """,
+            {"prefix": WORK_SCHEMA_PREFIX, "skip": len(WORK_SCHEMA_PREFIX) + 1},
+        )
+        stale = [row[0] for row in cur.fetchall()]
+        for schema in stale:
+            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    return len(stale)
+
+
+def load_file(engine: Engine, root: LandingRoot, spec: DatasetSpec, file: LandingFile, run_id: uuid.UUID) -> FileResult:
+    """Prepare and apply one file on one connection; never raises for bad data, only records it."""
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        prepared = prepare_file(conn, root, spec, file, run_id)
+        try:
+            return apply_file(conn, prepared, run_id, None)
+        finally:
+            drop_work(conn, prepared)
+    finally:
+        raw.close()
+
+
+class FilePipeline:
+    """Loads files in order on two sessions: the next file is prepared while this one is applied.
+
+    Files are applied strictly in order, one transaction each, exactly as
+    one at a time; only the preparing (COPY and the checks) overlaps. A file
+    is prepared once every file before the one being applied has committed,
+    so the only uncommitted work its checks can miss is that one file's:
+    :func:`apply_file` re-checks the rows that share a key with it.
+    """
+
+    def __init__(self, engine: Engine, root: LandingRoot, spec: DatasetSpec, run_id: uuid.UUID) -> None:
+        self.engine, self.root, self.spec, self.run_id = engine, root, spec, run_id
+
+    def run(
+        self,
+        files: Iterable[LandingFile],
+        on_start: Callable[[LandingFile], None] | None = None,
+        on_done: Callable[[LandingFile, FileResult], None] | None = None,
+    ) -> list[FileResult]:
+        """Load ``files`` in order; ``on_start``/``on_done`` are called around each file's apply."""
+        todo = list(files)
+        results: list[FileResult] = []
+        if not todo:
+            return results
+        apply_raw = self.engine.raw_connection()
+        prepare_raw = self.engine.raw_connection()
+        apply_conn, prepare_conn = apply_raw.driver_connection, prepare_raw.driver_connection
+        prepared_files: list[PreparedFile] = []  # dropped at the end whatever happens
+        previous: PreparedFile | None = None
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-prepare")
+
+        def prepare(file: LandingFile) -> PreparedFile:
+            prepared = prepare_file(prepare_conn, self.root, self.spec, file, self.run_id)
+            prepared_files.append(prepared)
+            return prepared
+
+        try:
+            future: Future[PreparedFile] = pool.submit(prepare, todo[0])
+            for index, file in enumerate(todo):
+                prepared = future.result()
+                if index + 1 < len(todo):
+                    # Everything before ``file`` has committed: the next file's
+                    # checks can only miss what ``file`` itself writes.
+                    future = pool.submit(prepare, todo[index + 1])
+                if on_start:
+                    on_start(file)
+                result = apply_file(apply_conn, prepared, self.run_id, previous)
+                drop_work(apply_conn, previous)
+                previous = prepared
+                results.append(result)
+                if on_done:
+                    on_done(file, result)
+        finally:
+            pool.shutdown(wait=True)
+            try:
+                for prepared in prepared_files:
+                    drop_work(apply_conn, prepared)
+            finally:
+                prepare_raw.close()
+                apply_raw.close()
+        return results
 
 
 def _stage(cur: Any, spec: DatasetSpec, reader: FileReader) -> int:
@@ -112,8 +281,7 @@ def _stage(cur: Any, spec: DatasetSpec, reader: FileReader) -> int:
     # line_no counts records from 2 (the header is line 1) for the COPY fast path.
     cur.execute(
         sql.SQL(
-            "CREATE TEMP TABLE ingest_stage (line_no int GENERATED BY DEFAULT AS IDENTITY (START WITH 2), {}{}) "
-            "ON COMMIT DROP"
+            "CREATE UNLOGGED TABLE ingest_stage (line_no int GENERATED BY DEFAULT AS IDENTITY (START WITH 2), {}{})"
         ).format(definitions, extra)
     )
     count = _stage_csv_fast(cur, spec, reader)
@@ -124,7 +292,7 @@ def _stage(cur: Any, spec: DatasetSpec, reader: FileReader) -> int:
         sql.SQL("CREATE INDEX ON ingest_stage ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in spec.key))
     )
     if spec.name == "merchants":
-        cur.execute("CREATE TEMP TABLE ingest_timezones ON COMMIT DROP AS SELECT name FROM pg_timezone_names")
+        cur.execute("CREATE UNLOGGED TABLE ingest_timezones AS SELECT name FROM pg_timezone_names")
     return count
 
 
@@ -224,21 +392,41 @@ def _mark_missing_binaries(cur: Any, root: LandingRoot) -> None:
         cur.execute("UPDATE ingest_stage SET ingest_missing = true WHERE line_no = ANY(%s)", (missing,))
 
 
-def _quarantine(cur: Any, spec: DatasetSpec, run_id: uuid.UUID, file_id: uuid.UUID, display: str) -> int:
+def _checked_select(spec: DatasetSpec) -> str:
+    """Every staged row with each rule's reason (NULL when valid) and the carried lookups."""
     checks = ", ".join(spec.checks)
     merchant_join = "LEFT JOIN merchants m ON m.merchant_id = s.merchant_id" if spec.needs_merchant else ""
     carried = "".join(f", {expr} AS {alias}" for alias, expr in spec.carry)
-    # One pass computes every rule's reason next to the staged columns; the
-    # quarantine and the merge both read this table, so no join is needed.
-    cur.execute(
-        f"""
-        CREATE TEMP TABLE ingest_checked ON COMMIT DROP AS
+    return f"""
         SELECT s.*{carried},
                CASE WHEN s.ingest_error IS NOT NULL THEN s.ingest_error
                     ELSE NULLIF(concat_ws('; ', {checks}), '') END AS ingest_reason
         FROM ingest_stage s {merchant_join} {spec.lookup}
         """
+
+
+def _check(cur: Any, spec: DatasetSpec) -> None:
+    # One pass computes every rule's reason next to the staged columns; the
+    # quarantine and the merge both read this table, so no join is needed.
+    cur.execute(f"CREATE UNLOGGED TABLE ingest_checked AS {_checked_select(spec)}")
+
+
+def _recheck(cur: Any, spec: DatasetSpec, previous_schema: str) -> None:
+    """Check again the rows whose verdict or lookups the previous file may have changed."""
+    previous = sql.Identifier(previous_schema).as_string(cur) + ".ingest_stage"
+    cur.execute(
+        f"CREATE TEMP TABLE ingest_recheck ON COMMIT DROP AS SELECT s.line_no FROM ingest_stage s "
+        f"WHERE {spec.recheck.format(previous=previous)}"
     )
+    if cur.rowcount:
+        cur.execute("DELETE FROM ingest_checked WHERE line_no IN (SELECT line_no FROM ingest_recheck)")
+        cur.execute(
+            f"INSERT INTO ingest_checked {_checked_select(spec)} "
+            "WHERE s.line_no IN (SELECT line_no FROM ingest_recheck)"
+        )
+
+
+def _quarantine(cur: Any, spec: DatasetSpec, run_id: uuid.UUID, file_id: uuid.UUID, display: str) -> int:
     dropped = (
         "'line_no' - 'ingest_raw' - 'ingest_error' - 'ingest_reason'"
         + (" - 'ingest_missing'" if spec.name == "attachments" else "")
