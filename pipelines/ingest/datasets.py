@@ -125,10 +125,11 @@ class DatasetSpec:
     # Optional fast path for rows with no stored version yet (the bulk of a
     # new day's file): ``fresh`` is the SQL test for such a row of ``valid v``
     # and ``fresh_merge`` the statements that write them with plain INSERTs
-    # (no conflict handling, no change test: every one of them is new). They
-    # run in a savepoint; a unique violation (a concurrent load wrote the same
-    # key) rolls them back and ``merge`` handles every row instead. The first
-    # statement's row count is the number of rows changed.
+    # (no conflict handling, no change test: every one of them is new). A
+    # unique violation (another session stored the same key since the checks)
+    # rolls back the quarantine and the merge, and the file's rows are checked
+    # again against what is stored now. The first statement's row count is the
+    # number of rows changed.
     fresh: str = ""
     fresh_merge: tuple[str, ...] = ()
     # Rules that read stored rows (not just the file and the merchants) can

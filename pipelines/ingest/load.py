@@ -40,6 +40,8 @@ _SYSTEM_COLUMNS = ("ingest_raw", "ingest_error")
 # Work schemas are named ingest_<run id>_<file id>; a sweep drops those of
 # runs that are over (a process killed mid-run leaves them behind).
 WORK_SCHEMA_PREFIX = "ingest_work_"
+# Tries at quarantine + merge when other sessions keep storing the file's ids.
+_ATTEMPTS = 3
 
 
 @dataclass
@@ -147,9 +149,21 @@ def apply_file(conn: Any, prepared: PreparedFile, run_id: uuid.UUID, previous: P
             if previous is not None and previous.schema is not None and spec.recheck:
                 _recheck(cur, spec, previous.schema)
             result.rows_read = prepared.rows_read
-            result.rows_quarantined = _quarantine(cur, spec, run_id, prepared.file_id, prepared.display)
+            for attempt in range(_ATTEMPTS):
+                try:
+                    with conn.transaction():
+                        if attempt:
+                            # Another session stored ids of this file after its
+                            # checks: check every row again against what is there now.
+                            _recheck(cur, spec, None)
+                        result.rows_quarantined = _quarantine(cur, spec, run_id, prepared.file_id, prepared.display)
+                        result.rows_changed = _merge(cur, spec, file.partition, result.rows_quarantined)
+                    break
+                except psycopg.errors.UniqueViolation:
+                    if attempt + 1 == _ATTEMPTS:
+                        raise
+                    logger.info("ingest.file.stored_meanwhile", extra={"path": prepared.display})
             result.rows_loaded = result.rows_read - result.rows_quarantined
-            result.rows_changed = _merge(cur, spec, file.partition, result.rows_quarantined)
             cur.execute(
                 "UPDATE ingestion_files SET status = 'loaded', rows_read = %s, rows_loaded = %s, "
                 "rows_quarantined = %s, finished_at = now(), error = %s WHERE file_id = %s",
@@ -411,8 +425,12 @@ def _check(cur: Any, spec: DatasetSpec) -> None:
     cur.execute(f"CREATE UNLOGGED TABLE ingest_checked AS {_checked_select(spec)}")
 
 
-def _recheck(cur: Any, spec: DatasetSpec, previous_schema: str) -> None:
-    """Check again the rows whose verdict or lookups the previous file may have changed."""
+def _recheck(cur: Any, spec: DatasetSpec, previous_schema: str | None) -> None:
+    """Check again the rows whose verdict or lookups the previous file may have changed (None: every row)."""
+    if previous_schema is None:
+        cur.execute("TRUNCATE ingest_checked")
+        cur.execute(f"INSERT INTO ingest_checked {_checked_select(spec)}")
+        return
     previous = sql.Identifier(previous_schema).as_string(cur) + ".ingest_stage"
     cur.execute(
         f"CREATE TEMP TABLE ingest_recheck ON COMMIT DROP AS SELECT s.line_no FROM ingest_stage s "
@@ -457,27 +475,18 @@ def _merge(cur: Any, spec: DatasetSpec, partition: date, quarantined: int) -> in
         fresh, stored = cur.fetchone()
     changed = 0
     if fresh:
-        try:
-            with cur.connection.transaction():
-                for statement in spec.fresh_merge:
-                    cur.execute(statement, params)
-                    if statement is spec.fresh_merge[0]:
-                        changed = max(int(cur.rowcount), 0)
-        except psycopg.errors.UniqueViolation:
-            # A concurrent load stored one of these keys since we looked: the
-            # general merge resolves every row against what is there now.
-            logger.info("ingest.file.fresh_path_conflict")
-            changed, stored = 0, fresh + stored
-        else:
-            if stored:
-                # The general merge below sees only rows that had a stored version.
-                cur.execute(
-                    f"CREATE TEMP TABLE valid_stored ON COMMIT DROP AS SELECT * FROM valid v WHERE NOT ({spec.fresh})"
-                )
-                cur.execute("DROP TABLE valid")
-                cur.execute("ALTER TABLE valid_stored RENAME TO valid")
+        # A unique violation here means another session stored one of these
+        # ids since the file was checked: apply_file checks it again.
+        for statement in spec.fresh_merge:
+            cur.execute(statement, params)
+            if statement is spec.fresh_merge[0]:
+                changed = max(int(cur.rowcount), 0)
         if not stored:
             return changed
+        # The general merge below sees only rows that had a stored version.
+        cur.execute(f"CREATE TEMP TABLE valid_stored ON COMMIT DROP AS SELECT * FROM valid v WHERE NOT ({spec.fresh})")
+        cur.execute("DROP TABLE valid")
+        cur.execute("ALTER TABLE valid_stored RENAME TO valid")
     # Temp tables have no statistics until analysed; without them the merge
     # joins are planned for a handful of rows.
     cur.execute(sql.SQL("ANALYZE valid ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in spec.key)))

@@ -2,7 +2,8 @@
 
 A file without repeated ids skips the DISTINCT ON copy; ids with no stored
 version go in with plain INSERTs (``fresh_merge``); a concurrent writer that
-stores one of those ids first sends the whole file through the general merge.
+stores one of those ids first makes the file's rows be checked again against
+what is stored now.
 """
 
 from __future__ import annotations
@@ -121,36 +122,67 @@ def test_repeated_ids_in_one_file_keep_the_latest_version(
     assert rows(ctx, "SELECT line_no FROM quarantined_rows") == [(9,)]
 
 
-def test_a_concurrently_stored_id_sends_the_file_through_the_general_merge(
-    ctx: PipelineContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("owner", ["M1", "M2"])
+def test_an_id_stored_concurrently_after_the_checks_is_checked_again(
+    ctx: PipelineContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owner: str
 ) -> None:
     root = base_landing(tmp_path)
     write_csv(root, "transactions", "2026-03-02", "t.csv", TXN_HEADER, txn_rows([
-        txn("T1", amount="9.00", updated_at="2026-03-02T08:00:00Z"), txn("T2"),
+        txn("T1", amount="9.00", occurred_at="2026-03-02T10:00:00+01:00", updated_at="2026-03-02T08:00:00Z"),
+        txn("T2", occurred_at="2026-03-03T10:00:00+01:00"),
     ]))  # fmt: skip
     ingest_dataset(ctx, str(root), "merchants")
 
-    # Another loader commits T1 (an older version, no items) after this file
-    # was checked (T1 looked new) and before it is merged.
+    # Another loader commits T1 (an older version, with an item) after this
+    # file was checked (T1 looked new) and before it is merged.
     original = load._build_valid
+    raced: list[bool] = []
 
     def race(cur: Any, spec: Any, quarantined: int) -> None:
-        if spec.name == "transactions":
+        if spec.name == "transactions" and not raced:
+            raced.append(True)
             with ctx.engine.begin() as other:
                 other.execute(
                     text(
                         "INSERT INTO transactions (transaction_id, merchant_id, occurred_at, type, status, "
                         "amount_minor, tip_minor, currency, payment_method, updated_at, source_partition) "
-                        "VALUES ('T1', 'M1', '2026-03-01T09:00:00Z', 'PAYMENT', 'SUCCESSFUL', 100, 0, 'EUR', "
+                        "VALUES ('T1', :m, '2026-03-01T09:00:00Z', 'PAYMENT', 'SUCCESSFUL', 100, 0, 'EUR', "
                         "'CASH', '2026-03-01T08:00:00Z', '2026-03-01')"
-                    )
+                    ),
+                    {"m": owner},
+                )
+                other.execute(
+                    text(
+                        "INSERT INTO transaction_items (transaction_id, line_no, merchant_id, product_id, quantity, "
+                        "unit_price_minor) VALUES ('T1', 1, :m, 'OLD', 1, 100)"
+                    ),
+                    {"m": owner},
                 )
         original(cur, spec, quarantined)
 
     monkeypatch.setattr(load, "_build_valid", race)
     [file] = ingest_dataset(ctx, str(root), "transactions", partition=date(2026, 3, 2)).files
-    assert file.status == "loaded" and file.rows_changed == 2
-    assert rows(ctx, "SELECT transaction_id, amount_minor, payment_method FROM transactions ORDER BY 1") == [
-        ("T1", 900, "CARD"), ("T2", 760, "CARD"),
-    ]  # fmt: skip
-    assert rows(ctx, "SELECT transaction_id FROM transaction_items ORDER BY 1") == [("T1",), ("T2",)]
+    if owner == "M1":
+        # The stored version is older: this file's version replaces it, items included.
+        assert (file.status, file.rows_changed, file.rows_quarantined) == ("loaded", 2, 0)
+        assert rows(ctx, "SELECT transaction_id, amount_minor, payment_method FROM transactions ORDER BY 1") == [
+            ("T1", 900, "CARD"), ("T2", 760, "CARD"),
+        ]  # fmt: skip
+        assert rows(ctx, "SELECT transaction_id, product_id FROM transaction_items ORDER BY 1") == [
+            ("T1", "P1"), ("T2", "P1"),
+        ]  # fmt: skip
+        # T1's old day (from the version stored meanwhile) and new day, T2's day.
+        assert queue(ctx) == [("M1", "2026-03-01"), ("M1", "2026-03-02"), ("M1", "2026-03-03")]
+    else:
+        # T1 now belongs to another merchant: quarantined, M2's row untouched.
+        assert (file.status, file.rows_changed, file.rows_quarantined) == ("loaded", 1, 1)
+        assert rows(ctx, "SELECT reason FROM quarantined_rows") == [
+            ("transaction_id already belongs to another merchant",)
+        ]
+        assert rows(ctx, "SELECT transaction_id, merchant_id, amount_minor FROM transactions ORDER BY 1") == [
+            ("T1", "M2", 100), ("T2", "M1", 760),
+        ]  # fmt: skip
+        assert rows(ctx, "SELECT transaction_id, product_id FROM transaction_items ORDER BY 1") == [
+            ("T1", "OLD"), ("T2", "P1"),
+        ]  # fmt: skip
+        assert queue(ctx) == [("M1", "2026-03-03")]
