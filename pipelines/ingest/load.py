@@ -81,6 +81,12 @@ class PreparedFile:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    # Whether any key repeats in the file (valid or not): if none does, the
+    # merge needs no DISTINCT ON.
+    repeats: bool = True
+    # Rows sharing a key with the file in flight while this one was checked
+    # (listed in ``ingest_recheck``): checked again when it has committed.
+    rechecks: int = 0
 
 
 def _work_schema(run_id: uuid.UUID, file_id: uuid.UUID) -> str:
@@ -96,8 +102,25 @@ def _begin_file_transaction(cur: Any, schema: str) -> None:
     cur.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema)))
 
 
-def prepare_file(conn: Any, root: LandingRoot, spec: DatasetSpec, file: LandingFile, run_id: uuid.UUID) -> PreparedFile:
-    """Stage ``file`` and evaluate every rule, in a committed work schema; never raises for bad data."""
+def prepare_file(
+    conn: Any,
+    root: LandingRoot,
+    spec: DatasetSpec,
+    file: LandingFile,
+    run_id: uuid.UUID,
+    in_flight: PreparedFile | None = None,
+) -> PreparedFile:
+    """Stage ``file`` and evaluate every rule, in a committed work schema; never raises for bad data.
+
+    Args:
+        conn: A psycopg connection (not the one applying files).
+        root: The landing root.
+        spec: The file's dataset.
+        file: The file.
+        run_id: The ingestion run (names the work schema).
+        in_flight: The file being applied meanwhile, if any: this file's rows
+            that share a key with it are listed to be checked again.
+    """
     started = time.perf_counter()
     file_id = uuid.uuid4()
     prepared = PreparedFile(spec, file, root.display(file.relpath), file_id, _work_schema(run_id, file_id))
@@ -111,6 +134,16 @@ def prepare_file(conn: Any, root: LandingRoot, spec: DatasetSpec, file: LandingF
             if spec.name == "attachments":
                 _mark_missing_binaries(cur, root)
             _check(cur, spec)
+            key = ", ".join(f"s.{k}" for k in spec.key)
+            cur.execute(f"SELECT EXISTS (SELECT FROM ingest_stage s GROUP BY {key} HAVING count(*) > 1)")
+            prepared.repeats = bool(cur.fetchone()[0])
+            if in_flight is not None and in_flight.schema is not None and spec.recheck:
+                previous = sql.Identifier(in_flight.schema).as_string(cur) + ".ingest_stage"
+                cur.execute(
+                    "CREATE UNLOGGED TABLE ingest_recheck AS SELECT s.line_no FROM ingest_stage s "
+                    f"WHERE {spec.recheck.format(previous=previous)}"
+                )
+                prepared.rechecks = max(int(cur.rowcount), 0)
     except (FileLevelError, LandingError) as exc:
         prepared.schema = None  # rolled back with the transaction
         prepared.error = f"{prepared.display}: {exc}"
@@ -118,16 +151,11 @@ def prepare_file(conn: Any, root: LandingRoot, spec: DatasetSpec, file: LandingF
     return prepared
 
 
-def apply_file(conn: Any, prepared: PreparedFile, run_id: uuid.UUID, previous: PreparedFile | None) -> FileResult:
+def apply_file(conn: Any, prepared: PreparedFile, run_id: uuid.UUID) -> FileResult:
     """Quarantine and merge a prepared file in one transaction; record it in ``ingestion_files``.
 
-    Args:
-        conn: A psycopg connection (not the one preparing the next file).
-        prepared: From :func:`prepare_file`.
-        run_id: The ingestion run.
-        previous: The file applied just before on this pipeline, if it was
-            still being applied while ``prepared`` was checked: rows that
-            share a key with it are checked again now that it has committed.
+    Call it once the file that was in flight when ``prepared`` was checked
+    has committed: the rows listed then are checked again first.
     """
     started = time.perf_counter()
     spec, file = prepared.spec, prepared.file
@@ -146,8 +174,8 @@ def apply_file(conn: Any, prepared: PreparedFile, run_id: uuid.UUID, previous: P
                 "VALUES (%s, %s, %s, %s, %s, 'running')",
                 (prepared.file_id, run_id, spec.name, file.partition, prepared.display),
             )
-            if previous is not None and previous.schema is not None and spec.recheck:
-                _recheck(cur, spec, previous.schema)
+            if prepared.rechecks:
+                _check_again(cur, spec, listed_only=True)
             result.rows_read = prepared.rows_read
             for attempt in range(_ATTEMPTS):
                 try:
@@ -155,9 +183,11 @@ def apply_file(conn: Any, prepared: PreparedFile, run_id: uuid.UUID, previous: P
                         if attempt:
                             # Another session stored ids of this file after its
                             # checks: check every row again against what is there now.
-                            _recheck(cur, spec, None)
+                            _check_again(cur, spec, listed_only=False)
                         result.rows_quarantined = _quarantine(cur, spec, run_id, prepared.file_id, prepared.display)
-                        result.rows_changed = _merge(cur, spec, file.partition, result.rows_quarantined)
+                        result.rows_changed = _merge(
+                            cur, spec, file.partition, result.rows_quarantined, repeats=prepared.repeats
+                        )
                     break
                 except psycopg.errors.UniqueViolation:
                     if attempt + 1 == _ATTEMPTS:
@@ -218,7 +248,7 @@ def load_file(engine: Engine, root: LandingRoot, spec: DatasetSpec, file: Landin
         conn = raw.driver_connection
         prepared = prepare_file(conn, root, spec, file, run_id)
         try:
-            return apply_file(conn, prepared, run_id, None)
+            return apply_file(conn, prepared, run_id)
         finally:
             drop_work(conn, prepared)
     finally:
@@ -256,22 +286,23 @@ class FilePipeline:
         previous: PreparedFile | None = None
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-prepare")
 
-        def prepare(file: LandingFile) -> PreparedFile:
-            prepared = prepare_file(prepare_conn, self.root, self.spec, file, self.run_id)
+        def prepare(file: LandingFile, in_flight: PreparedFile | None) -> PreparedFile:
+            prepared = prepare_file(prepare_conn, self.root, self.spec, file, self.run_id, in_flight)
             prepared_files.append(prepared)
             return prepared
 
         try:
-            future: Future[PreparedFile] = pool.submit(prepare, todo[0])
+            future: Future[PreparedFile] = pool.submit(prepare, todo[0], None)
             for index, file in enumerate(todo):
                 prepared = future.result()
                 if index + 1 < len(todo):
                     # Everything before ``file`` has committed: the next file's
                     # checks can only miss what ``file`` itself writes.
-                    future = pool.submit(prepare, todo[index + 1])
+                    future = pool.submit(prepare, todo[index + 1], prepared)
                 if on_start:
                     on_start(file)
-                result = apply_file(apply_conn, prepared, self.run_id, previous)
+                result = apply_file(apply_conn, prepared, self.run_id)
+                # ``previous`` was in flight while ``file`` was prepared; not needed any more.
                 drop_work(apply_conn, previous)
                 previous = prepared
                 results.append(result)
@@ -425,18 +456,12 @@ def _check(cur: Any, spec: DatasetSpec) -> None:
     cur.execute(f"CREATE UNLOGGED TABLE ingest_checked AS {_checked_select(spec)}")
 
 
-def _recheck(cur: Any, spec: DatasetSpec, previous_schema: str | None) -> None:
-    """Check again the rows whose verdict or lookups the previous file may have changed (None: every row)."""
-    if previous_schema is None:
+def _check_again(cur: Any, spec: DatasetSpec, *, listed_only: bool) -> None:
+    """Check again the rows listed in ``ingest_recheck`` (or every row) against what is stored now."""
+    if not listed_only:
         cur.execute("TRUNCATE ingest_checked")
         cur.execute(f"INSERT INTO ingest_checked {_checked_select(spec)}")
-        return
-    previous = sql.Identifier(previous_schema).as_string(cur) + ".ingest_stage"
-    cur.execute(
-        f"CREATE TEMP TABLE ingest_recheck ON COMMIT DROP AS SELECT s.line_no FROM ingest_stage s "
-        f"WHERE {spec.recheck.format(previous=previous)}"
-    )
-    if cur.rowcount:
+    else:
         cur.execute("DELETE FROM ingest_checked WHERE line_no IN (SELECT line_no FROM ingest_recheck)")
         cur.execute(
             f"INSERT INTO ingest_checked {_checked_select(spec)} "
@@ -464,8 +489,8 @@ def _quarantine(cur: Any, spec: DatasetSpec, run_id: uuid.UUID, file_id: uuid.UU
     return int(cur.rowcount)
 
 
-def _merge(cur: Any, spec: DatasetSpec, partition: date, quarantined: int) -> int:
-    _build_valid(cur, spec, quarantined)
+def _merge(cur: Any, spec: DatasetSpec, partition: date, quarantined: int, *, repeats: bool = True) -> int:
+    _build_valid(cur, spec, quarantined, repeats=repeats)
     params = {"partition": partition}
     fresh = stored = 0
     if spec.fresh_merge:
@@ -504,18 +529,21 @@ def _merge(cur: Any, spec: DatasetSpec, partition: date, quarantined: int) -> in
     return changed
 
 
-def _build_valid(cur: Any, spec: DatasetSpec, quarantined: int) -> None:
-    """Temp table ``valid``: the rows that passed every check, one per key (the latest version in the file).
+def _build_valid(cur: Any, spec: DatasetSpec, quarantined: int, *, repeats: bool = True) -> None:
+    """Table ``valid``: the rows that passed every check, one per key (the latest version in the file).
 
-    Most files repeat no key: then the checked rows themselves become
-    ``valid`` (renamed, after deleting any quarantined ones) instead of being
-    sorted and copied for a DISTINCT ON.
+    Most files repeat no key (``repeats`` False, found while preparing): then
+    the checked rows themselves become ``valid`` (renamed, after deleting any
+    quarantined ones) instead of being sorted and copied for a DISTINCT ON.
     """
     key = ", ".join(f"s.{k}" for k in spec.key)
-    cur.execute(
-        f"SELECT EXISTS (SELECT FROM ingest_checked s WHERE s.ingest_reason IS NULL GROUP BY {key} HAVING count(*) > 1)"
-    )
-    if cur.fetchone()[0]:
+    if repeats:
+        cur.execute(
+            "SELECT EXISTS (SELECT FROM ingest_checked s WHERE s.ingest_reason IS NULL "
+            f"GROUP BY {key} HAVING count(*) > 1)"
+        )
+        repeats = bool(cur.fetchone()[0])
+    if repeats:
         # The latest version of a record within the file wins (DISTINCT ON).
         cur.execute(
             f"""

@@ -138,7 +138,7 @@ def test_an_id_stored_concurrently_after_the_checks_is_checked_again(
     original = load._build_valid
     raced: list[bool] = []
 
-    def race(cur: Any, spec: Any, quarantined: int) -> None:
+    def race(cur: Any, spec: Any, quarantined: int, **kwargs: Any) -> None:
         if spec.name == "transactions" and not raced:
             raced.append(True)
             with ctx.engine.begin() as other:
@@ -158,7 +158,7 @@ def test_an_id_stored_concurrently_after_the_checks_is_checked_again(
                     ),
                     {"m": owner},
                 )
-        original(cur, spec, quarantined)
+        original(cur, spec, quarantined, **kwargs)
 
     monkeypatch.setattr(load, "_build_valid", race)
     [file] = ingest_dataset(ctx, str(root), "transactions", partition=date(2026, 3, 2)).files
