@@ -277,7 +277,14 @@ class FilePipeline:
         """Load ``files`` in order; ``on_start``/``on_done`` are called around each file's apply."""
         todo = list(files)
         results: list[FileResult] = []
-        if not todo:
+        if len(todo) <= 1:
+            # Nothing to overlap (a daily task's usual case): one session.
+            for file in todo:
+                if on_start:
+                    on_start(file)
+                results.append(load_file(self.engine, self.root, self.spec, file, self.run_id))
+                if on_done:
+                    on_done(file, results[-1])
             return results
         apply_raw = self.engine.raw_connection()
         prepare_raw = self.engine.raw_connection()
