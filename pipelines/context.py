@@ -28,6 +28,7 @@ class PipelineContext:
     embedding_model: str = "copilot-local-embed"
     embedding_batch_size: int = 64
     extra: dict[str, object] = field(default_factory=dict)
+    _owns_embedder: bool = field(default=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, start_embedded: bool = True) -> PipelineContext:
@@ -60,11 +61,24 @@ class PipelineContext:
                 from gateway.http_client import HttpGateway
 
                 self.embedder = HttpGateway(gateway.url, gateway.api_key)
+                self._owns_embedder = True
             else:
                 from gateway.embedder import LocalEmbedder
 
                 self.embedder = LocalEmbedder()
         return self.embedder
+
+    async def release_embedder(self) -> None:
+        """Close an embedding client this context opened (its connections belong to the running event loop).
+
+        The next :meth:`get_embedder` opens a new one. A client passed in by
+        the caller is left alone.
+        """
+        if self._owns_embedder and self.embedder is not None:
+            aclose = getattr(self.embedder, "aclose", None)
+            self.embedder, self._owns_embedder = None, False
+            if aclose is not None:
+                await aclose()
 
     def close(self) -> None:
         """Release pooled connections."""

@@ -205,8 +205,16 @@ def embed_pending(ctx: PipelineContext, *, batch_size: int | None = None, limit:
         raise ValueError("limit must not be negative")
     summary = EmbedSummary(model=ctx.embedding_model)
     started = time.perf_counter()
-    # One event loop for the whole run: clients may keep connections per loop.
-    asyncio.run(_embed_all(ctx.engine, ctx.get_embedder(), ctx.embedding_model, size, limit, summary))
+
+    async def run() -> None:
+        try:
+            await _embed_all(ctx.engine, ctx.get_embedder(), ctx.embedding_model, size, limit, summary)
+        finally:
+            await ctx.release_embedder()
+
+    # One event loop for the whole run: a remote client's connections live and
+    # are closed in it; a later run opens its own.
+    asyncio.run(run())
     summary.seconds = time.perf_counter() - started
     logger.info("text.embedded", extra={k: v for k, v in summary.as_dict().items() if k != "errors"})
     return summary

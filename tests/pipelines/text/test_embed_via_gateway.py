@@ -93,6 +93,12 @@ def test_pending_chunks_are_embedded_through_the_gateway(
     stored = [float(x) for x in vector.strip("[]").split(",")]
     assert max(abs(a - b) for a, b in zip(stored, embed_text(content), strict=True)) < 1e-5
 
+    # A later run with the same context (a new event loop) gets a client of its own.
+    add_reviews(engine, "G1", {"R9": "Review 9 of G1: the coffee was cold."})
+    extract_text(ctx, None)
+    again = embed_pending(ctx)
+    assert (again.embedded, again.failed_batches) == (1, 0)
+
 
 def test_a_gateway_url_needs_a_key(text_db: Database) -> None:
     ctx = PipelineContext(settings=Settings(gateway=GatewaySettings(url="http://127.0.0.1:9")), database=text_db)
