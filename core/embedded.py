@@ -197,6 +197,9 @@ class EmbeddedRedis:
         self.pidfile = self.dir / "redis.pid"
         self.logfile = self.dir / "redis.log"
         self._lock = data_dir / ".redis.lock"
+        # The server this object started: still stoppable if its data dir
+        # (and so its pidfile) is deleted while it runs.
+        self._started_pid: int | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -254,6 +257,7 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._ping():
+                self._started_pid = self._pid()
                 return
             time.sleep(0.05)
         raise EmbeddedServiceError(f"embedded Redis did not answer; see {self.logfile}")
@@ -274,15 +278,21 @@ class EmbeddedRedis:
         """Stop the server (saving its data) if it runs; return whether it was running."""
         with _file_lock(self._lock):
             pid = self._pid()
+            orphaned = pid is None and not self.dir.exists()
+            if orphaned and self._started_pid is not None and _is_redis(self._started_pid):
+                pid = self._started_pid
             if pid is None:
                 return False
-            os.kill(pid, signal.SIGTERM)  # Redis saves the RDB snapshot on SIGTERM
+            # Redis saves the RDB snapshot on SIGTERM, and refuses to exit when
+            # that save fails: with its data dir gone there is nothing to save.
+            os.kill(pid, signal.SIGKILL if orphaned else signal.SIGTERM)
             deadline = time.monotonic() + timeout_s
             while _pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if _pid_alive(pid):
                 raise EmbeddedServiceError(f"embedded Redis (pid {pid}) did not stop in time")
             self.socket_path.unlink(missing_ok=True)
+            self._started_pid = None
             return True
 
     def status(self) -> ServiceStatus:
@@ -291,6 +301,14 @@ class EmbeddedRedis:
         if pid is None or not self._ping():
             return ServiceStatus("redis", False, detail=f"stopped (data in {self.dir})")
         return ServiceStatus("redis", True, url=self.url, pid=pid, version=_redis_version(self.url))
+
+
+def _is_redis(pid: int) -> bool:
+    """Whether ``pid`` is a live redis-server (a recorded pid may have been reused)."""
+    try:
+        return b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _postgres_versions(url: str) -> tuple[str | None, str | None]:

@@ -74,6 +74,18 @@ def test_redis_lifecycle_reuse_and_persistence(data_dir: Path) -> None:
     client.close()
 
 
+def test_redis_whose_data_dir_was_deleted_still_stops(data_dir: Path) -> None:
+    server = EmbeddedRedis(data_dir)
+    server.start()
+    pid = server.status().pid
+    assert pid is not None
+    shutil.rmtree(data_dir)  # pidfile, socket and snapshot dir gone
+
+    assert server.stop(timeout_s=10) is True
+    assert not Path(f"/proc/{pid}").exists()
+    assert server.stop() is False
+
+
 def test_redis_socket_moves_to_tmp_when_path_too_long(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     server = EmbeddedRedis(deep)
