@@ -17,10 +17,11 @@ database sessions busy (see :class:`FilePipeline`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -33,12 +34,14 @@ from sqlalchemy import Engine
 from pipelines.ingest.datasets import DatasetSpec
 from pipelines.ingest.readers import FileLevelError, FileReader
 from pipelines.landing import LandingError, LandingFile, LandingRoot
+from pipelines.text.claims import INGEST_RUNS
 
 logger = logging.getLogger(__name__)
 
 _SYSTEM_COLUMNS = ("ingest_raw", "ingest_error")
-# Work schemas are named ingest_<run id>_<file id>; a sweep drops those of
-# runs that are over (a process killed mid-run leaves them behind).
+# Work schemas are named ingest_work_<run>_<file>. While a run has any, a
+# session of it holds the advisory lock (INGEST_RUNS, <run>); a sweep drops
+# the schemas of runs whose lock is free (a process killed mid-run).
 WORK_SCHEMA_PREFIX = "ingest_work_"
 # Tries at quarantine + merge when other sessions keep storing the file's ids.
 _ATTEMPTS = 3
@@ -90,7 +93,26 @@ class PreparedFile:
 
 
 def _work_schema(run_id: uuid.UUID, file_id: uuid.UUID) -> str:
-    return f"{WORK_SCHEMA_PREFIX}{run_id.hex[:12]}_{file_id.hex}"
+    return f"{WORK_SCHEMA_PREFIX}{_run_tag(run_id)}_{file_id.hex}"
+
+
+def _run_tag(run_id: uuid.UUID) -> str:
+    return run_id.hex[:12]
+
+
+@contextlib.contextmanager
+def _run_lock(conn: Any, run_id: uuid.UUID) -> Iterator[None]:
+    """Hold the run's advisory lock on ``conn`` (a session that outlives every work schema of the call)."""
+    conn.execute("SELECT pg_advisory_lock_shared(%s, hashtext(%s))", (INGEST_RUNS, _run_tag(run_id)))
+    conn.commit()
+    try:
+        yield
+    finally:
+        try:
+            conn.execute("SELECT pg_advisory_unlock_shared(%s, hashtext(%s))", (INGEST_RUNS, _run_tag(run_id)))
+            conn.commit()
+        except psycopg.Error:  # a broken session drops its locks with it
+            logger.warning("ingest.run_lock_not_released", exc_info=True)
 
 
 def _begin_file_transaction(cur: Any, schema: str) -> None:
@@ -222,23 +244,27 @@ def drop_work(conn: Any, prepared: PreparedFile | None) -> None:
 
 
 def sweep_work_schemas(conn: Any) -> int:
-    """Drop work schemas left by runs that are over (or started over a day ago and never finished)."""
-    with conn.transaction(), conn.cursor() as cur:
+    """Drop the work schemas of runs no live session holds (a process killed mid-run left them)."""
+    dropped = 0
+    with conn.cursor() as cur:
         cur.execute(
-            """
-            SELECT n.nspname FROM pg_namespace n
-            WHERE starts_with(n.nspname, %(prefix)s)
-              AND NOT EXISTS (
-                SELECT 1 FROM ingestion_runs r
-                WHERE left(replace(r.run_id::text, '-', ''), 12) = split_part(substr(n.nspname, %(skip)s), '_', 1)
-                  AND r.status = 'running' AND r.started_at > now() - interval '1 day')
-            """,
-            {"prefix": WORK_SCHEMA_PREFIX, "skip": len(WORK_SCHEMA_PREFIX) + 1},
+            "SELECT nspname, split_part(substr(nspname, %s), '_', 1) FROM pg_namespace WHERE starts_with(nspname, %s)",
+            (len(WORK_SCHEMA_PREFIX) + 1, WORK_SCHEMA_PREFIX),
         )
-        stale = [row[0] for row in cur.fetchall()]
-        for schema in stale:
-            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-    return len(stale)
+        for schema, tag in cur.fetchall():
+            # Taking the lock exclusively proves no session of that run is alive.
+            cur.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (INGEST_RUNS, tag))
+            if not cur.fetchone()[0]:
+                continue
+            try:
+                cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+                conn.commit()
+                dropped += 1
+            finally:
+                cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (INGEST_RUNS, tag))
+                conn.commit()
+    conn.commit()
+    return dropped
 
 
 def load_file(engine: Engine, root: LandingRoot, spec: DatasetSpec, file: LandingFile, run_id: uuid.UUID) -> FileResult:
@@ -246,11 +272,12 @@ def load_file(engine: Engine, root: LandingRoot, spec: DatasetSpec, file: Landin
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
-        prepared = prepare_file(conn, root, spec, file, run_id)
-        try:
-            return apply_file(conn, prepared, run_id)
-        finally:
-            drop_work(conn, prepared)
+        with _run_lock(conn, run_id):
+            prepared = prepare_file(conn, root, spec, file, run_id)
+            try:
+                return apply_file(conn, prepared, run_id)
+            finally:
+                drop_work(conn, prepared)
     finally:
         raw.close()
 
@@ -290,7 +317,6 @@ class FilePipeline:
         prepare_raw = self.engine.raw_connection()
         apply_conn, prepare_conn = apply_raw.driver_connection, prepare_raw.driver_connection
         prepared_files: list[PreparedFile] = []  # dropped at the end whatever happens
-        previous: PreparedFile | None = None
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-prepare")
 
         def prepare(file: LandingFile, in_flight: PreparedFile | None) -> PreparedFile:
@@ -299,30 +325,32 @@ class FilePipeline:
             return prepared
 
         try:
-            future: Future[PreparedFile] = pool.submit(prepare, todo[0], None)
-            for index, file in enumerate(todo):
-                prepared = future.result()
-                if index + 1 < len(todo):
-                    # Everything before ``file`` has committed: the next file's
-                    # checks can only miss what ``file`` itself writes.
-                    future = pool.submit(prepare, todo[index + 1], prepared)
-                if on_start:
-                    on_start(file)
-                result = apply_file(apply_conn, prepared, self.run_id)
-                # ``previous`` was in flight while ``file`` was prepared; not needed any more.
-                drop_work(apply_conn, previous)
-                previous = prepared
-                results.append(result)
-                if on_done:
-                    on_done(file, result)
+            with _run_lock(apply_conn, self.run_id):
+                try:
+                    previous: PreparedFile | None = None
+                    future: Future[PreparedFile] = pool.submit(prepare, todo[0], None)
+                    for index, file in enumerate(todo):
+                        prepared = future.result()
+                        if index + 1 < len(todo):
+                            # Everything before ``file`` has committed: the next file's
+                            # checks can only miss what ``file`` itself writes.
+                            future = pool.submit(prepare, todo[index + 1], prepared)
+                        if on_start:
+                            on_start(file)
+                        result = apply_file(apply_conn, prepared, self.run_id)
+                        # ``previous`` was in flight while ``file`` was prepared; not needed any more.
+                        drop_work(apply_conn, previous)
+                        previous = prepared
+                        results.append(result)
+                        if on_done:
+                            on_done(file, result)
+                finally:
+                    pool.shutdown(wait=True)
+                    for prepared in prepared_files:
+                        drop_work(apply_conn, prepared)
         finally:
-            pool.shutdown(wait=True)
-            try:
-                for prepared in prepared_files:
-                    drop_work(apply_conn, prepared)
-            finally:
-                prepare_raw.close()
-                apply_raw.close()
+            prepare_raw.close()
+            apply_raw.close()
         return results
 
 

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 # Advisory-lock namespaces (first int4 of the two-key form), one per kind of work.
 ATTACHMENT_CLAIMS = 0x7E47
 CHUNK_CLAIMS = 0x7E48
+INGEST_RUNS = 0x7E49  # held while an ingest run has work schemas (pipelines.ingest.load)
 
 _TRY = text(
     "SELECT k FROM unnest(CAST(:keys AS text[])) AS k WHERE pg_try_advisory_lock(CAST(:space AS int4), hashtext(k))"

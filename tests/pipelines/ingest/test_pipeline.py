@@ -171,18 +171,21 @@ def test_a_crash_mid_run_keeps_committed_files_and_leaves_no_work_schemas(
     assert work_schemas(ctx) == []
 
 
-def test_work_schemas_of_finished_runs_are_swept_and_running_ones_kept(ctx: PipelineContext, tmp_path: Path) -> None:
-    finished, running = uuid.uuid4(), uuid.uuid4()
+def test_work_schemas_of_runs_no_session_holds_are_swept(ctx: PipelineContext, tmp_path: Path) -> None:
+    live, dead = uuid.uuid4(), uuid.uuid4()
     with ctx.engine.begin() as conn:
-        for run_id, status in ((finished, "succeeded"), (running, "running")):
-            conn.execute(
-                text("INSERT INTO ingestion_runs (run_id, root, trigger, status) VALUES (:id, 'x', 'test', :s)"),
-                {"id": run_id, "s": status},
-            )
-        for run_id in (finished, running, uuid.uuid4()):  # the last one has no run row at all
+        for run_id in (live, dead):
             schema = load._work_schema(run_id, uuid.uuid4())
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
             conn.execute(text(f'CREATE UNLOGGED TABLE "{schema}".ingest_stage (line_no int)'))
     root = base_landing(tmp_path / "landing")
-    ingest_dataset(ctx, str(root), "merchants")
-    assert [s.split("_")[2] for s in work_schemas(ctx)] == [running.hex[:12]]
+    # Another process is still loading for ``live``: its session holds the run's lock.
+    raw = ctx.engine.raw_connection()
+    try:
+        with load._run_lock(raw.driver_connection, live):
+            ingest_dataset(ctx, str(root), "merchants")
+            assert [s.split("_")[2] for s in work_schemas(ctx)] == [live.hex[:12]]
+        ingest_dataset(ctx, str(root), "merchants")  # that process is gone now
+        assert work_schemas(ctx) == []
+    finally:
+        raw.close()
