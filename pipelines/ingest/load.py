@@ -96,6 +96,11 @@ def _work_schema(run_id: uuid.UUID, file_id: uuid.UUID) -> str:
     return f"{WORK_SCHEMA_PREFIX}{_run_tag(run_id)}_{file_id.hex}"
 
 
+def _key(spec: DatasetSpec) -> str:
+    """The dataset's key columns of staged/checked rows ``s``, for GROUP BY and DISTINCT ON."""
+    return ", ".join(f"s.{k}" for k in spec.key)
+
+
 def _run_tag(run_id: uuid.UUID) -> str:
     return run_id.hex[:12]
 
@@ -156,8 +161,7 @@ def prepare_file(
             if spec.name == "attachments":
                 _mark_missing_binaries(cur, root)
             _check(cur, spec)
-            key = ", ".join(f"s.{k}" for k in spec.key)
-            cur.execute(f"SELECT EXISTS (SELECT FROM ingest_stage s GROUP BY {key} HAVING count(*) > 1)")
+            cur.execute(f"SELECT EXISTS (SELECT FROM ingest_stage s GROUP BY {_key(spec)} HAVING count(*) > 1)")
             prepared.repeats = bool(cur.fetchone()[0])
             if in_flight is not None and in_flight.schema is not None and spec.recheck:
                 previous = sql.Identifier(in_flight.schema).as_string(cur) + ".ingest_stage"
@@ -571,7 +575,7 @@ def _build_valid(cur: Any, spec: DatasetSpec, quarantined: int, *, repeats: bool
     the checked rows themselves become ``valid`` (renamed, after deleting any
     quarantined ones) instead of being sorted and copied for a DISTINCT ON.
     """
-    key = ", ".join(f"s.{k}" for k in spec.key)
+    key = _key(spec)
     if repeats:
         cur.execute(
             "SELECT EXISTS (SELECT FROM ingest_checked s WHERE s.ingest_reason IS NULL "

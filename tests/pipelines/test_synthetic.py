@@ -850,7 +850,7 @@ print(s.rows["transactions"])
 """
 
 
-@pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs os.wait4 for per-process peak RSS")
+@pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs os.wait4 for per-process peak RSS; runs on Linux and macOS")
 def test_memory_stays_bounded_as_rows_grow(tmp_path: Path) -> None:
     # tracemalloc slows this allocation-heavy loop down ~10x, so measure the
     # peak RSS of child processes instead: 4x the rows must not cost 4x memory.
